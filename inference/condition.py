@@ -1,0 +1,332 @@
+"""``condition()``: the front door to conditioning, and the :class:`Posterior` it returns.
+
+    posterior = condition(personas, evidence, model="mixture", method="mcmc", beta=1.0)
+    posterior.weights              # [K] P(h = k | D) (global) or E[w_k | D] (mixture)
+    posterior.predictive(contexts) # [n, T, V] next-token log-probabilities
+    posterior.to_arviz()           # InferenceData
+
+Methods by evidence model:
+
+============  ==========================  ====================================
+model         known persona tables        uncertain tables (``table_prior``)
+============  ==========================  ====================================
+``global``    exact                       exact, svi, mcmc
+``mixture``   exact, svi, mcmc            svi, mcmc
+============  ==========================  ====================================
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyro
+import torch
+from torch import Tensor
+
+from inference import exact
+from models.counts import Evidence, TransitionCounts, count_transitions, total_counts
+from models.errors import InputError
+from models.mixture import EVIDENCE_MODELS, persona_model
+from models.personas import MarkovPersonas, TablePrior
+
+METHODS = ("exact", "svi", "mcmc")
+#: draws the exact methods produce for ArviZ (chains x draws)
+EXACT_DRAWS = (4, 250)
+#: at most this many posterior draws enter a Monte Carlo predictive
+PREDICTIVE_DRAWS = 200
+
+
+@dataclass
+class Posterior:
+    """The result of conditioning a persona model on evidence.
+
+    Attributes
+    ----------
+    model, method : str
+        Evidence model (``global``/``mixture``) and method (``exact``/``svi``/``mcmc``).
+    beta : float
+        Tempering exponent.
+    personas : MarkovPersonas
+        The personas conditioned (tables are the prior mean when uncertain).
+    evidence : Evidence
+        The evidence conditioned on.
+    counts : TransitionCounts
+        Its sufficient statistics.
+    weights : Tensor
+        ``[K]`` posterior persona probabilities: ``P(h = k | D)`` (global) or ``E[w_k | D]`` (mixture).
+    weight_samples : Tensor
+        ``[chains, draws, K]`` draws of the persona probabilities (global: ``P(h | D, tables)``
+        per draw of the tables; exact global with known tables: the exact vector repeated).
+    persona_samples : Tensor
+        ``[chains, draws]`` (global) or ``[chains, draws, D]`` (mixture) draws of the
+        discrete persona sites.
+    table_samples : Tensor or None
+        ``[chains, draws, K, F]`` draws of the flat log tables when they are uncertain.
+    log_evidence : float or None
+        ``log p_beta(D)`` (exact only).
+    diagnostics : dict
+        Method-specific numbers (R-hat, ESS, divergences; final ELBO, steps).
+    alpha : Tensor or None
+        ``[K]`` Dirichlet concentration of the mixture weights.
+    table_prior : TablePrior or None
+        Priors of uncertain tables.
+    seconds : float
+        Wall time of conditioning.
+    extras : dict
+        Raw engine output (e.g. the SVI losses, MCMC sample stats).
+    """
+
+    model: str
+    method: str
+    beta: float
+    personas: MarkovPersonas
+    evidence: Evidence
+    counts: TransitionCounts
+    weights: Tensor
+    weight_samples: Tensor
+    persona_samples: Tensor
+    table_samples: Tensor | None = None
+    log_evidence: float | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    alpha: Tensor | None = None
+    table_prior: TablePrior | None = None
+    seconds: float = 0.0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def predictive(self, contexts: Tensor) -> Tensor:
+        """Posterior predictive next-token log-probabilities with in-context updating.
+
+        Parameters
+        ----------
+        contexts : Tensor
+            ``[n, T]`` token sequences.
+
+        Returns
+        -------
+        Tensor
+            ``[n, T, V]``; row ``t`` is ``log p_D(x_t = v | x_<t)``.
+        """
+        V, n = self.personas.vocab_size, self.personas.order
+        if self.table_samples is None:
+            return exact.mixture_predictive(self.personas.log_table(), self.weights.log(), contexts, V, n)
+        tables, weights = _thin(self.table_samples), _thin(self.weight_samples)  # [S, K, F], [S, K]
+        return exact.mixture_predictive(tables.flatten(0, 1), weights.log().flatten(), contexts, V, n)
+
+    def doc_log_likelihood(self) -> Tensor:
+        """Pointwise log-likelihood ``[chains, draws, D]`` of every evidence document (beta = 1).
+
+        Marginal over each document's own persona in the mixture model; given the drawn
+        persona ``h`` in the global model (``h`` is a global latent there).
+        """
+        L = self._draw_doc_loglik()  # [chains, draws, K, D]
+        if self.model == "mixture":
+            return torch.logsumexp(self.weight_samples.log()[..., None] + L, -2)
+        h = self.persona_samples[..., None, None].expand(*L.shape[:2], 1, L.shape[-1])
+        return L.gather(-2, h).squeeze(-2)
+
+    def _draw_doc_loglik(self) -> Tensor:
+        """``[chains, draws, K, D]`` log-likelihood of every document under every persona."""
+        if self.table_samples is None:
+            L = self.counts.loglik(self.personas.log_table()[:, None, :])  # [K, D]
+            return L.expand(*self.weight_samples.shape[:2], *L.shape)
+        tables = self.table_samples.flatten(0, 1)  # [S, K, F]
+        step = max(1, 20_000_000 // max(1, tables.shape[1] * len(self.counts.count)))
+        L = torch.cat([self.counts.loglik(tables[i : i + step, :, None, :]) for i in range(0, len(tables), step)])
+        return L.reshape(*self.table_samples.shape[:2], *L.shape[1:])
+
+    def to_arviz(self):
+        """ArviZ ``InferenceData``: posterior, posterior_predictive, log_likelihood,
+        observed_data and sample_stats (see :mod:`inference.diagnostics`)."""
+        from inference.diagnostics import posterior_to_arviz
+
+        return posterior_to_arviz(self)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-ready summary ``psm condition`` writes to ``posterior.json``."""
+        return {
+            "method": self.method,
+            "model": self.model,
+            "beta": self.beta,
+            "weights": [float(w) for w in self.weights],
+            "log_evidence": None if self.log_evidence is None else float(self.log_evidence),
+            "diagnostics": self.diagnostics,
+            "seconds": self.seconds,
+        }
+
+
+def condition(
+    personas: MarkovPersonas,
+    evidence: Evidence,
+    model: str = "global",
+    method: str = "exact",
+    beta: float = 1.0,
+    *,
+    alpha: float | Tensor = 1.0,
+    table_prior: TablePrior | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    **options: Any,
+) -> Posterior:
+    """Condition a persona model on evidence.
+
+    Parameters
+    ----------
+    personas : MarkovPersonas
+        Persona prior and tables.
+    evidence : Evidence
+        Documents and their evidence mask.
+    model : {"global", "mixture"}
+        One persona for all the evidence, or one per document with ``w ~ Dirichlet(alpha)``.
+    method : {"exact", "svi", "mcmc"}
+        Enumeration, stochastic variational inference, or NUTS.
+    beta : float
+        Evidence strength (tempering exponent), ``>= 0``.
+    alpha : float or Tensor
+        Dirichlet concentration of the mixture weights (scalar or ``[K]``).
+    table_prior : TablePrior, optional
+        Makes the persona tables uncertain (Dirichlet rows).
+    seed : int
+        Seed of every random choice.
+    progress : bool
+        Show progress bars.
+    **options
+        Passed to the engine: :func:`inference.svi.run_svi` or :func:`inference.mcmc.run_mcmc`.
+
+    Returns
+    -------
+    Posterior
+    """
+    _check_choice("model", model, EVIDENCE_MODELS)
+    _check_choice("method", method, METHODS)
+    beta = _check_beta(beta)
+    if evidence.tokens.numel() and int(evidence.tokens.max()) >= personas.vocab_size:
+        raise InputError(f"evidence tokens must lie in [0, {personas.vocab_size}), found {int(evidence.tokens.max())}")
+    if evidence.doc_len < 1 or evidence.num_tokens == 0:
+        raise InputError("the evidence holds no scored token")
+    alpha_vec = _check_alpha(alpha, personas) if model == "mixture" else None
+    if model == "global" and method != "exact" and table_prior is None:
+        raise InputError(
+            "the global model with known persona tables has no continuous latent to sample: "
+            "use method 'exact', or make the tables uncertain (table_prior / --table-strength)"
+        )
+    if model == "mixture" and method == "exact" and table_prior is not None:
+        raise InputError("exact conditioning of the mixture model needs known persona tables; use method 'svi' or 'mcmc'")
+    if options and method == "exact":
+        raise InputError(f"method 'exact' takes no engine options, got {', '.join(sorted(options))}")
+    pyro.clear_param_store()
+    start = time.perf_counter()
+    counts = count_transitions(evidence, personas.vocab_size, personas.order)
+    common = dict(model=model, method=method, beta=beta, personas=personas, evidence=evidence, counts=counts,
+                  alpha=alpha_vec, table_prior=table_prior)
+    if method == "exact":
+        posterior = _condition_exact(common, seed)
+    else:
+        posterior = _condition_sampled(common, seed, progress, options)
+    posterior.seconds = time.perf_counter() - start
+    return posterior
+
+
+def _condition_exact(common: dict, seed: int) -> Posterior:
+    personas, evidence, counts = common["personas"], common["evidence"], common["counts"]
+    beta, chains, draws = common["beta"], *EXACT_DRAWS
+    K = personas.num_personas
+    gen = torch.Generator().manual_seed(seed)
+    if common["model"] == "global":
+        totals = total_counts(evidence, personas.vocab_size, personas.order)
+        table_prior = common["table_prior"]
+        if table_prior is None:
+            log_w, log_z = exact.global_posterior(personas.prior.log(), personas.log_table(), totals, beta)
+            tables = None
+        else:
+            log_w, log_z = exact.global_posterior_dirichlet(personas.prior.log(), table_prior, totals, beta)
+            tables = _sample_row_posteriors(exact.dirichlet_row_posterior(table_prior, totals, beta), chains * draws, gen)
+            tables = tables.reshape(chains, draws, K, -1)
+        weights = log_w.exp()
+        persona = torch.multinomial(weights, chains * draws, replacement=True, generator=gen).reshape(chains, draws)
+        return Posterior(**common, weights=weights, weight_samples=weights.expand(chains, draws, K),
+                         persona_samples=persona, table_samples=tables, log_evidence=float(log_z),
+                         diagnostics={"method": "enumeration"})
+    doc_loglik = counts.loglik(personas.log_table()[:, None, :]).T  # [D, K]
+    result = exact.mixture_posterior(doc_loglik, common["alpha"], beta)
+    w = result.sample_weights(chains * draws, seed=seed).reshape(chains, draws, K)
+    persona = _sample_assignments(w, doc_loglik, beta, gen)
+    return Posterior(**common, weights=result.mean_weights, weight_samples=w, persona_samples=persona,
+                     log_evidence=float(result.log_evidence),
+                     diagnostics={"method": "enumeration", "count_states": int(result.count_states.shape[0])})
+
+
+def _condition_sampled(common: dict, seed: int, progress: bool, options: dict) -> Posterior:
+    from inference import mcmc, svi
+
+    personas, evidence, counts = common["personas"], common["evidence"], common["counts"]
+    model_kwargs = dict(
+        tokens=evidence.tokens, mask=evidence.mask, counts=counts, evidence=common["model"],
+        beta=common["beta"], alpha=common["alpha"], table_prior=common["table_prior"],
+    )
+    args = (personas, evidence.num_docs, evidence.doc_len)
+    engine = svi.run_svi if common["method"] == "svi" else mcmc.run_mcmc
+    result = engine(persona_model, args, model_kwargs, seed=seed, progress=progress, **options)
+    samples = result.samples  # [chains, draws, ...] continuous latents
+    tables = None
+    if common["table_prior"] is not None:
+        tables = torch.cat([samples["init"].log(), samples["trans"].log().flatten(-2)], -1)  # [c, s, K, F]
+    if common["model"] == "mixture":
+        weight_samples = samples["w"]
+    else:
+        totals = total_counts(evidence, personas.vocab_size, personas.order)
+        seen = totals.nonzero().squeeze(-1)
+        loglik = (tables[..., seen] * totals[seen]).sum(-1)  # [c, s, K]
+        weight_samples = torch.softmax(personas.prior.log() + exact._temper(loglik, common["beta"]), -1)
+    return Posterior(**common, weights=weight_samples.mean((0, 1)), weight_samples=weight_samples,
+                     persona_samples=result.discrete["persona"], table_samples=tables,
+                     diagnostics=result.diagnostics,
+                     extras={"result": result, "diverging": getattr(result, "diverging", None)})
+
+
+def _sample_row_posteriors(conc: Tensor, num: int, gen: torch.Generator) -> Tensor:
+    """``[num, K, F]`` log tables drawn row by row from Dirichlet ``conc`` [K, R, V]."""
+    with torch.random.fork_rng():
+        torch.manual_seed(int(torch.randint(0, 2**62, (), generator=gen)))
+        rows = torch.distributions.Dirichlet(conc).sample((num,))  # [num, K, R, V]
+    return rows.clamp(min=torch.finfo(rows.dtype).tiny).log().flatten(-2)
+
+
+def _sample_assignments(w: Tensor, doc_loglik: Tensor, beta: float, gen: torch.Generator) -> Tensor:
+    """Draws of ``z_d | w, D`` for every draw of ``w``: ``[chains, draws, D]``."""
+    logits = w.log()[..., None, :] + exact._temper(doc_loglik, beta)  # [c, s, D, K]
+    probs = torch.softmax(logits, -1)
+    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=gen)
+    return flat.reshape(probs.shape[:-1])
+
+
+def _thin(samples: Tensor) -> Tensor:
+    flat = samples.flatten(0, 1)
+    step = max(1, len(flat) // PREDICTIVE_DRAWS)
+    return flat[::step][:PREDICTIVE_DRAWS]
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+
+
+def _check_beta(beta: float) -> float:
+    try:
+        beta = float(beta)
+    except (TypeError, ValueError):
+        raise InputError(f"beta must be a number, got {beta!r}") from None
+    if not (beta >= 0 and beta < float("inf")):
+        raise InputError(f"beta must be finite and >= 0, got {beta}")
+    return beta
+
+
+def _check_alpha(alpha: float | Tensor, personas: MarkovPersonas) -> Tensor:
+    alpha = torch.as_tensor(alpha, dtype=personas.prior.dtype)
+    K = personas.num_personas
+    if alpha.dim() == 0:
+        alpha = alpha.expand(K).clone()
+    if alpha.shape != (K,) or not torch.isfinite(alpha).all() or (alpha <= 0).any():
+        raise InputError(f"alpha must be a positive number or {K} positive numbers, got {alpha.tolist()}")
+    return alpha

@@ -1,0 +1,230 @@
+"""Exact conditioning by enumeration, and the posterior predictive.
+
+Everything here is closed form over sufficient statistics:
+
+* ``global`` with known tables: ``log pi_beta(h | D) = log pi(h) + beta * L_h - log Z``
+  with ``L_h = sum_f n_f log table[h, f]`` (one dot product per persona).
+* ``global`` with Dirichlet rows: each row integrates out (Dirichlet-multinomial),
+  ``p_beta(D | h) = prod_rows B(a_r + beta n_r) / B(a_r)``.
+* ``mixture``: ``w ~ Dirichlet(alpha)``, ``z_d ~ w``. The prior of an assignment
+  depends only on its count vector ``m`` (``B(alpha + m) / B(alpha)``), so a
+  forward pass over documents whose state is ``m`` sums every one of the ``K^D``
+  assignments in ``O(D * C(D + K - 1, K - 1) * K)``; then
+  ``E[w | D] = sum_m P(m | D) (alpha + m) / (sum(alpha) + D)``.
+* the predictive with in-context updating, for any finite mixture of tables.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from models.counts import feature_index
+from models.errors import InputError
+from models.personas import TablePrior
+
+#: the mixture forward pass refuses problems with more count states than this
+MAX_COUNT_STATES = 2_000_000
+
+
+def global_posterior(log_prior: Tensor, log_table: Tensor, totals: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    """Exact ``pi_beta(h | D)`` with known persona tables.
+
+    Parameters
+    ----------
+    log_prior : Tensor
+        ``[K]`` log persona prior.
+    log_table : Tensor
+        ``[K, F]`` flat log tables.
+    totals : Tensor
+        ``[F]`` evidence feature counts summed over documents.
+    beta : float
+        Tempering exponent.
+
+    Returns
+    -------
+    log_weights : Tensor
+        ``[K]`` log posterior persona probabilities.
+    log_evidence : Tensor
+        Scalar ``log sum_h pi(h) p(D | h)^beta``.
+    """
+    seen = totals.nonzero().squeeze(-1)  # only observed features: 0 * log 0 never happens
+    loglik = (log_table[:, seen] * totals[seen]).sum(-1)  # [K]
+    return _normalise(log_prior + _temper(loglik, beta))
+
+
+def global_posterior_dirichlet(
+    log_prior: Tensor, table_prior: TablePrior, totals: Tensor, beta: float
+) -> tuple[Tensor, Tensor]:
+    """Exact ``pi_beta(h | D)`` when each persona's rows are Dirichlet-uncertain.
+
+    Returns the same pair as :func:`global_posterior`.
+    """
+    a = table_prior.flat()  # [K, R, V], R = C + 1 rows
+    n = beta * totals.reshape(a.shape[1:])  # [R, V]
+    log_ml = (
+        torch.lgamma(a.sum(-1)) - torch.lgamma(a.sum(-1) + n.sum(-1)) + (torch.lgamma(a + n) - torch.lgamma(a)).sum(-1)
+    ).sum(-1)  # [K]
+    return _normalise(log_prior + log_ml)
+
+
+def dirichlet_row_posterior(table_prior: TablePrior, totals: Tensor, beta: float) -> Tensor:
+    """``[K, R, V]`` concentrations of every row after seeing the evidence, given its persona."""
+    a = table_prior.flat()
+    return a + beta * totals.reshape(a.shape[1:])
+
+
+@dataclass(frozen=True)
+class MixtureExact:
+    """Exact posterior of the mixture evidence model.
+
+    Attributes
+    ----------
+    mean_weights : Tensor
+        ``[K]`` ``E[w | D]``.
+    log_evidence : Tensor
+        Scalar ``log p_beta(D)``.
+    count_states : Tensor
+        ``[S, K]`` every persona count vector ``m`` with ``sum(m) = D``.
+    count_log_probs : Tensor
+        ``[S]`` ``log P(m | D)``.
+    alpha : Tensor
+        ``[K]`` the Dirichlet concentration.
+    """
+
+    mean_weights: Tensor
+    log_evidence: Tensor
+    count_states: Tensor
+    count_log_probs: Tensor
+    alpha: Tensor
+
+    def sample_weights(self, num_samples: int, seed: int = 0) -> Tensor:
+        """Exact draws of ``w | D`` (a mixture of Dirichlets): ``[num_samples, K]``."""
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            pick = torch.multinomial(self.count_log_probs.exp(), num_samples, replacement=True)  # [S]
+            return torch.distributions.Dirichlet(self.alpha + self.count_states[pick]).sample()  # [S, K]
+
+
+def mixture_posterior(doc_loglik: Tensor, alpha: Tensor, beta: float) -> MixtureExact:
+    """Exact posterior over persona weights ``w`` of the mixture model.
+
+    Parameters
+    ----------
+    doc_loglik : Tensor
+        ``[D, K]`` log-likelihood of each document under each persona.
+    alpha : Tensor
+        ``[K]`` Dirichlet concentration.
+    beta : float
+        Tempering exponent.
+    """
+    D, K = doc_loglik.shape
+    states = _num_compositions(D, K)
+    if states > MAX_COUNT_STATES:
+        raise InputError(
+            f"exact mixture conditioning would track {states:.3g} count states for {D} documents and "
+            f"{K} personas (limit {MAX_COUNT_STATES:.0e}); use method 'svi' or 'mcmc'"
+        )
+    lik = _temper(doc_loglik, beta)  # [D, K]
+    shift = lik.max(-1, keepdim=True).values.clamp(min=-1e300)  # per-document constant, added back below
+    lik = lik - shift
+    base = D + 1
+    step = base ** torch.arange(K)  # [K] code of e_k
+    codes = torch.zeros(1, dtype=torch.long)  # [S]: state m encoded as sum_k m_k base^k
+    log_w = torch.zeros(1, dtype=lik.dtype)  # [S]
+    for d in range(D):  # dynamic programme over documents; vectorised over states
+        new_codes = (codes[:, None] + step).reshape(-1)  # [S * K]
+        new_log_w = (log_w[:, None] + lik[d]).reshape(-1)  # [S * K]
+        codes, inverse = torch.unique(new_codes, return_inverse=True)
+        log_w = _scatter_logsumexp(new_log_w, inverse, len(codes))
+    counts = (codes[:, None] // step) % base  # [S, K]
+    counts = counts.to(lik.dtype)
+    log_prior_m = _log_beta(alpha + counts) - _log_beta(alpha)  # [S]
+    log_joint = log_w + log_prior_m
+    log_evidence = torch.logsumexp(log_joint, 0) + shift.sum()
+    log_p = log_joint - torch.logsumexp(log_joint, 0)
+    mean = (log_p.exp()[:, None] * (alpha + counts)).sum(0) / (alpha.sum() + D)
+    return MixtureExact(mean, log_evidence, counts, log_p, alpha)
+
+
+def mixture_predictive(
+    log_table: Tensor,
+    log_weights: Tensor,
+    contexts: Tensor,
+    vocab_size: int,
+    order: int,
+    max_elements: int = 20_000_000,
+) -> Tensor:
+    """Next-token log-probabilities of a persona mixture with in-context updating.
+
+    ``p(x_t | x_<t) = sum_m w_m(x_<t) p(x_t | x_<t, m)`` with
+    ``w_m(x_<t) ∝ w_m p(x_<t | m)``.
+
+    Parameters
+    ----------
+    log_table : Tensor
+        ``[M, F]`` flat log tables of the components.
+    log_weights : Tensor
+        ``[M]`` log mixture weights (need not be normalised).
+    contexts : Tensor
+        ``[n, T]`` token sequences.
+    vocab_size, order : int
+        ``V`` and the Markov order.
+    max_elements : int
+        Memory bound: rows are processed in chunks of ``M * chunk * T * V``.
+
+    Returns
+    -------
+    Tensor
+        ``[n, T, V]``: row ``t`` is the distribution of token ``t`` given tokens ``< t``.
+    """
+    n, T = contexts.shape
+    V, M = vocab_size, log_table.shape[0]
+    features = feature_index(contexts, V, order)  # [n, T]
+    row_start = (features - contexts).clone()  # [n, T] offset of each position's row in the flat table
+    row_start[:, 0] = 0
+    log_weights = log_weights - torch.logsumexp(log_weights, 0)
+    chunk = max(1, max_elements // max(1, M * T * V))
+    out = []
+    for lo in range(0, n, chunk):  # memory chunks, not a per-document loop
+        f, r = features[lo : lo + chunk], row_start[lo : lo + chunk]  # [c, T]
+        token_lp = log_table[:, f]  # [M, c, T]
+        prefix = torch.cumsum(token_lp, -1).roll(1, -1)  # [M, c, T] log p(x_<t | m)
+        prefix[..., 0] = 0
+        log_post = log_weights[:, None, None] + prefix
+        norm = torch.logsumexp(log_post, 0, keepdim=True)
+        # A context impossible under every component keeps the prior weights.
+        log_post = torch.where(torch.isfinite(norm), log_post - norm, log_weights[:, None, None].expand_as(log_post))
+        rows = log_table[:, r[..., None] + torch.arange(V)]  # [M, c, T, V]
+        out.append(torch.logsumexp(log_post[..., None] + rows, 0))  # [c, T, V]
+    return torch.cat(out, 0)
+
+
+def _temper(loglik: Tensor, beta: float) -> Tensor:
+    return torch.zeros_like(loglik) if beta == 0 else beta * loglik
+
+
+def _normalise(log_joint: Tensor) -> tuple[Tensor, Tensor]:
+    log_evidence = torch.logsumexp(log_joint, -1)
+    if not torch.isfinite(log_evidence):
+        raise InputError("the evidence has zero probability under every persona (a transition no persona allows)")
+    return log_joint - log_evidence, log_evidence
+
+
+def _log_beta(conc: Tensor) -> Tensor:
+    return torch.lgamma(conc).sum(-1) - torch.lgamma(conc.sum(-1))
+
+
+def _scatter_logsumexp(values: Tensor, index: Tensor, size: int) -> Tensor:
+    peak = torch.full((size,), -torch.inf, dtype=values.dtype).scatter_reduce(0, index, values, "amax")
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    total = torch.zeros(size, dtype=values.dtype).index_add_(0, index, (values - peak[index]).exp())
+    return total.log() + peak
+
+
+def _num_compositions(D: int, K: int) -> int:
+    return math.comb(D + K - 1, K - 1)
+
