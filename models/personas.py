@@ -161,7 +161,12 @@ def check_probabilities(p: Tensor, name: str) -> None:
 
 def make_personas(prior, init, trans) -> MarkovPersonas:
     """Validate arrays and build :class:`MarkovPersonas` in float64."""
-    prior, init, trans = (torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in (prior, init, trans))
+    arrays = {"prior": prior, "init": init, "trans": trans}
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        if not np.issubdtype(a.dtype, np.floating):
+            raise InputError(f"{name} must hold floating-point probabilities, got dtype {a.dtype}")
+    prior, init, trans = (torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in arrays.values())
     if init.dim() != 2:
         raise InputError(f"init must be [K, V], got shape {tuple(init.shape)}")
     K, V = init.shape

@@ -1,0 +1,21 @@
+"""Shared fixtures: tiny persona worlds in float64."""
+
+import pytest
+import torch
+
+from models.counts import make_evidence
+from models.mixture import simulate_corpus
+from models.personas import random_personas
+
+
+@pytest.fixture
+def tiny_world():
+    """Three bigram personas over four tokens, and ten simulated documents of twelve tokens."""
+    personas = random_personas(3, 4, order=1, concentration=0.7, seed=3)
+    tokens, persona = simulate_corpus(personas, 10, 12, seed=4)
+    return personas, make_evidence(tokens.numpy()), persona
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    torch.manual_seed(0)
