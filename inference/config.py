@@ -1,0 +1,257 @@
+"""Experiment configuration: dataclasses, TOML loading, one-line errors that name the key.
+
+An experiment file has a top-level ``seed`` and the tables ``[world]``,
+``[base]``, ``[finetune]``, ``[compare]`` and one ``[[arms]]`` table per
+evidence arm. Every key is optional except the arms; the defaults are the
+``psm demo`` experiment. Example::
+
+    seed = 0
+    [world]
+    num_personas = 6
+    vocab_size = 24
+    [[arms]]
+    name = "in_support"
+    persona = 2            # a known persona's index, or "novel" (outside the support)
+    [[arms]]
+    name = "novel"
+    persona = "novel"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.errors import InputError
+
+FINETUNE_METHODS = ("full", "lora", "last_layer", "k_params")
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The simulated persona world and its pre-training corpus."""
+
+    num_personas: int = 6
+    vocab_size: int = 24
+    order: int = 1
+    concentration: float = 0.3
+    corpus_docs: int = 20_000
+    doc_len: int = 48
+    heldout_contexts: int = 128
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """The pre-trained base transformer (or a checkpoint of one)."""
+
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 96
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 3e-3
+    p_tag: float = 0.5
+    checkpoint: str = ""  # a checkpoint folder; "default" is the one shipped for the default world
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    """One evidence arm: fine-tuning data from one persona."""
+
+    name: str = "in_support"
+    persona: int | str = 2  # index of a known persona, or "novel"
+    num_docs: int = 64
+    doc_len: int = 48
+    prompt_len: int = 0  # tokens before this position are context, not evidence (SFT mask)
+    concentration: float = 0.3  # of the novel persona's rows
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Direct fine-tuning of the base on each arm's evidence."""
+
+    method: str = "full"
+    steps: int = 60
+    lr: float = 1e-3
+    batch_size: int = 32
+    snapshots: tuple[int, ...] = (0, 5, 10, 20, 40, 60)
+    rank: int = 4
+    k: int = 100
+    scratch_steps: int = 300
+    prequential_blocks: int = 4
+    prequential_steps: int = 20
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """The comparisons of DESIGN.md §3."""
+
+    betas: tuple[float, ...] = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0)
+    bootstrap: int = 200
+    attribution_completions: int = 48
+    attribution_prompt_len: int = 8
+    attribution_samples: int = 250
+    attribution_warmup: int = 250
+    attribution_chains: int = 4
+    elpd_docs: int = 64
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment (``psm run CONFIG.toml``)."""
+
+    seed: int = 0
+    world: WorldConfig = field(default_factory=WorldConfig)
+    base: BaseConfig = field(default_factory=BaseConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    arms: tuple[ArmConfig, ...] = (ArmConfig("in_support", 2), ArmConfig("novel", "novel"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def demo_config() -> ExperimentConfig:
+    """The ``psm demo`` experiment: the default world with the shipped base checkpoint."""
+    return ExperimentConfig(base=BaseConfig(checkpoint="default"))
+
+
+def load_config(path: str | os.PathLike) -> ExperimentConfig:
+    """Read and validate an experiment TOML file (errors name the offending key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+    config = config_from_dict(raw)
+    if config.base.checkpoint and config.base.checkpoint != "default":
+        ckpt = Path(config.base.checkpoint)
+        if not ckpt.is_absolute():
+            ckpt = path.parent / ckpt
+        config = dataclasses.replace(config, base=dataclasses.replace(config.base, checkpoint=str(ckpt)))
+    return config
+
+
+def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
+    """Validate a parsed TOML document against the dataclasses above."""
+    sections = {"world": WorldConfig, "base": BaseConfig, "finetune": FinetuneConfig, "compare": CompareConfig}
+    _check_keys(raw, {"seed", "arms", *sections}, "")
+    values: dict[str, Any] = {}
+    if "seed" in raw:
+        values["seed"] = _coerce("seed", raw["seed"], int)
+    for name, cls in sections.items():
+        if name in raw:
+            values[name] = _build(cls, raw[name], name)
+    if "arms" in raw:
+        arms = raw["arms"]
+        if not isinstance(arms, (list, tuple)) or not arms:
+            raise InputError("arms: need at least one [[arms]] table")
+        values["arms"] = tuple(_build(ArmConfig, arm, f"arms[{i}]") for i, arm in enumerate(arms))
+    config = ExperimentConfig(**values)
+    validate(config)
+    return config
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Range checks; each error names its key."""
+    w, b, f, c = config.world, config.base, config.finetune, config.compare
+    _positive("world.num_personas", w.num_personas)
+    _at_least("world.vocab_size", w.vocab_size, 2)
+    _at_least("world.order", w.order, 0)
+    _positive("world.concentration", w.concentration)
+    for key in ("corpus_docs", "doc_len", "heldout_contexts"):
+        _positive(f"world.{key}", getattr(w, key))
+    for key in ("n_layer", "n_head", "n_embd", "steps", "batch_size"):
+        _positive(f"base.{key}", getattr(b, key))
+    if b.n_embd % b.n_head:
+        raise InputError(f"base.n_embd ({b.n_embd}) must be a multiple of base.n_head ({b.n_head})")
+    _positive("base.lr", b.lr)
+    if not 0 <= b.p_tag <= 1:
+        raise InputError(f"base.p_tag must lie in [0, 1], got {b.p_tag}")
+    if f.method not in FINETUNE_METHODS:
+        raise InputError(f"finetune.method must be one of {', '.join(FINETUNE_METHODS)}, got {f.method!r}")
+    for key in ("steps", "batch_size", "rank", "k", "scratch_steps", "prequential_blocks", "prequential_steps"):
+        _positive(f"finetune.{key}", getattr(f, key))
+    _positive("finetune.lr", f.lr)
+    if not f.snapshots or sorted(set(f.snapshots)) != list(f.snapshots) or f.snapshots[0] != 0 or f.snapshots[-1] > f.steps:
+        raise InputError(f"finetune.snapshots must rise strictly from 0 to at most finetune.steps, got {list(f.snapshots)}")
+    if len(c.betas) < 2 or any(not (math.isfinite(x) and x >= 0) for x in c.betas):
+        raise InputError(f"compare.betas needs at least two finite values >= 0, got {list(c.betas)}")
+    for key in ("bootstrap", "attribution_completions", "attribution_samples", "attribution_warmup",
+                "attribution_chains", "elpd_docs"):
+        _positive(f"compare.{key}", getattr(c, key))
+    if not 0 < c.attribution_prompt_len < w.doc_len:
+        raise InputError(f"compare.attribution_prompt_len must lie in (0, world.doc_len={w.doc_len})")
+    names = [arm.name for arm in config.arms]
+    if len(set(names)) != len(names):
+        raise InputError(f"arms: names must be unique, got {names}")
+    for i, arm in enumerate(config.arms):
+        key = f"arms[{i}]"
+        if arm.persona != "novel" and not (isinstance(arm.persona, int) and 0 <= arm.persona < w.num_personas):
+            raise InputError(f"{key}.persona must be 'novel' or an index in [0, {w.num_personas}), got {arm.persona!r}")
+        _positive(f"{key}.num_docs", arm.num_docs)
+        _positive(f"{key}.doc_len", arm.doc_len)
+        _positive(f"{key}.concentration", arm.concentration)
+        if not 0 <= arm.prompt_len < arm.doc_len:
+            raise InputError(f"{key}.prompt_len must lie in [0, {key}.doc_len), got {arm.prompt_len}")
+        if not arm.name.replace("_", "").replace("-", "").isalnum():
+            raise InputError(f"{key}.name must be letters, digits, '_' or '-', got {arm.name!r}")
+
+
+def _build(cls, raw: Any, prefix: str):
+    if not isinstance(raw, dict):
+        raise InputError(f"{prefix}: expected a table, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(raw, set(fields), prefix + ".")
+    kwargs = {}
+    for key, value in raw.items():
+        default = getattr(cls(), key)
+        kwargs[key] = _coerce(f"{prefix}.{key}", value, type(default), default)
+    return cls(**kwargs)
+
+
+def _check_keys(raw: dict, allowed: set[str], prefix: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise InputError(f"unknown key {prefix}{unknown[0]} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _coerce(key: str, value: Any, kind: type, default: Any = None) -> Any:
+    if key.endswith(".persona"):
+        if value == "novel" or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise InputError(f"{key} must be 'novel' or an integer, got {value!r}")
+    if kind is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{key} must be a list, got {value!r}")
+        element = type(default[0]) if default else float
+        return tuple(_coerce(key, v, element) for v in value)
+    if kind is bool or isinstance(value, bool):
+        if kind is bool and isinstance(value, bool):
+            return value
+        raise InputError(f"{key} must be {kind.__name__}, got {value!r}")
+    if kind is float and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, kind):
+        raise InputError(f"{key} must be {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise InputError(f"{key} must be finite, got {value!r}")
+    return value
+
+
+def _positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise InputError(f"{key} must be > 0, got {value!r}")
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise InputError(f"{key} must be >= {low}, got {value!r}")
