@@ -30,6 +30,7 @@ array       shape                       meaning
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from torch import Tensor
 
 from models.errors import InputError
 
-#: largest flat table (entries per persona) the toolkit accepts
+#: largest total number of table entries (all personas) the toolkit accepts
 MAX_TABLE_ENTRIES = 50_000_000
 #: how far a probability row may be from summing to one
 SUM_TOLERANCE = 1e-6
@@ -229,11 +230,11 @@ def check_sizes(*, num_personas: int, vocab_size: int, order: int) -> None:
     for name, value, low in (("num_personas", num_personas, 1), ("vocab_size", vocab_size, 2), ("order", order, 0)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-    entries = vocab_size ** (order + 1)
-    if entries * num_personas > MAX_TABLE_ENTRIES:
+    log_entries = (order + 1) * math.log(vocab_size) + math.log(num_personas)  # no huge integer powers
+    if log_entries > math.log(MAX_TABLE_ENTRIES):
         raise InputError(
             f"{num_personas} personas of order {order} over {vocab_size} tokens need "
-            f"{entries * num_personas:.3g} table entries (limit {MAX_TABLE_ENTRIES:.0e})"
+            f"about 10^{log_entries / math.log(10):.1f} table entries (limit {MAX_TABLE_ENTRIES:.0e})"
         )
 
 
@@ -261,7 +262,7 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...]) -> dict[str, np
     """Load an ``.npz`` without pickles; one-line errors for missing, corrupt or incomplete files."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'no such file'}")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
