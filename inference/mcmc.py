@@ -1,0 +1,405 @@
+"""NUTS for the persona models, returning :class:`MCMCResult`.
+
+    result = run_mcmc(persona_model, args, model_kwargs, num_chains=4, num_samples=500)
+    result.samples["w"]          # [chains, draws, K]
+    result.discrete["persona"]   # [chains, draws, D] (mixture) or [chains, draws] (global)
+    result.diagnostics           # r_hat_max, ess_min, divergences, ...
+
+NUTS samples the continuous latents (``w``; ``init``/``trans`` when the tables
+are uncertain) on their unconstrained scale, with the discrete ``persona``
+summed out. Two potentials, the same density (a test checks they agree):
+
+``enumerate``
+    Pyro's own: ``NUTS(model, max_plate_nesting=1)`` enumerates the persona
+    site through ``TraceEnum``. Works for any enumerable model, e.g. one
+    wrapped in ``poutine.condition``.
+``marginal``
+    By hand, from sufficient statistics (DESIGN.md §6): the per-document,
+    per-persona log-likelihoods ``L [K, D]`` come from one sparse count pass
+    (and are precomputed once when the tables are known), and the persona
+    is summed out with one ``logsumexp``; the latents live on Pyro's own
+    stick-breaking scale, computed in log space (:func:`log_stick_breaking`),
+    so from one seed both potentials draw the same chain up to rounding. Only
+    for :func:`models.mixture.persona_model` itself; about 5x the ESS per
+    second of ``enumerate`` on the benchmark (``benchmarks/bench_nuts.py``).
+``auto`` (default) takes ``marginal`` when the model is ``persona_model`` and
+``enumerate`` otherwise.
+
+Chains run one after another, each a separate ``MCMC`` run seeded from
+``numpy.random.SeedSequence(seed)`` (on 2 shared cores sequential chains beat
+Pyro's multiprocessing, DESIGN.md §6). ``MCMC.get_samples`` leaves out the
+enumerated persona, so every draw is completed by ``infer_discrete``
+(temperature 1, ``poutine.condition`` inside it).
+
+Initialisation (``init=``): ``prior`` (a prior draw per chain), ``uniform``
+(Pyro's ``init_to_uniform``: uniform in ``(-2, 2)`` on the unconstrained
+scale), ``svi`` (a draw per chain from a Dirichlet-guide SVI fit of
+``svi_steps`` steps; spreads the chains over the posterior, the remedy for
+multimodal learned personas).
+
+Diagnostics use Pyro's ``split_gelman_rubin`` and ``effective_sample_size``
+over every entry of every continuous latent (the max R-hat and the min ESS).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.transforms import biject_to
+from pyro.infer.autoguide import init_to_sample, init_to_uniform, init_to_value
+from pyro.infer.mcmc import MCMC, NUTS
+from pyro.ops.stats import effective_sample_size, split_gelman_rubin
+from torch import Tensor
+from torch.nn import functional as F
+
+from inference.svi import (
+    MAX_PLATE_NESTING,
+    check_int,
+    check_positive,
+    check_unknown_options,
+    latent_sites,
+    recover_discrete,
+    run_svi,
+)
+from models.counts import Evidence, TransitionCounts, count_transitions
+from models.errors import InputError
+from models.mixture import EVIDENCE_MODELS, persona_model
+from models.personas import MarkovPersonas, TablePrior
+
+INITS = ("prior", "uniform", "svi")
+POTENTIALS = ("auto", "enumerate", "marginal")
+#: draws per chain that split R-hat and ESS need
+MIN_DRAWS = 4
+
+
+@dataclass(frozen=True)
+class MCMCResult:
+    """What :func:`run_mcmc` returns.
+
+    Attributes
+    ----------
+    samples : dict of str to Tensor
+        ``[chains, draws, ...]`` draws of every continuous latent: ``w`` ``[c, s, K]``;
+        ``init`` ``[c, s, K, V]`` and ``trans`` ``[c, s, K, C, V]`` when the tables are uncertain.
+    discrete : dict of str to Tensor
+        ``persona`` ``[chains, draws]`` (global) or ``[chains, draws, D]`` (mixture),
+        drawn by ``infer_discrete`` given each draw (empty when the persona is observed).
+    diverging : Tensor
+        ``[chains, draws]`` bool, whether the NUTS trajectory of the draw diverged.
+    diagnostics : dict
+        JSON-ready: ``r_hat_max``, ``ess_min`` (over every latent entry), ``divergences``
+        (total), ``r_hat`` and ``ess`` per site, ``acceptance_rate`` and ``step_size`` per
+        chain, ``potential``, ``init``, ``num_chains``, ``num_samples``, ``warmup_steps``,
+        ``sampling_seconds`` (set-up, SVI initialisation and NUTS) and ``discrete_seconds``
+        (``infer_discrete``).
+    seconds : float
+        Wall time of the whole run.
+    """
+
+    samples: dict[str, Tensor]
+    discrete: dict[str, Tensor]
+    diverging: Tensor
+    diagnostics: dict[str, Any]
+    seconds: float
+
+
+def run_mcmc(
+    model: Callable,
+    args: tuple,
+    model_kwargs: dict[str, Any],
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    num_chains: int = 4,
+    num_samples: int = 500,
+    warmup_steps: int = 500,
+    init: str = "prior",
+    target_accept_prob: float = 0.8,
+    max_tree_depth: int = 10,
+    potential: str = "auto",
+    svi_steps: int = 500,
+    **unknown: Any,
+) -> MCMCResult:
+    """Sample the continuous latents of ``model(*args, **model_kwargs)`` with NUTS.
+
+    Parameters
+    ----------
+    model : callable
+        A Pyro model, e.g. :func:`models.mixture.persona_model` (possibly wrapped in
+        ``poutine.condition``); discrete latents must be enumerable.
+    args, model_kwargs : tuple, dict
+        Its arguments.
+    seed : int
+        Seed; chain ``c`` runs from the ``c``-th state of ``SeedSequence(seed)``.
+    progress : bool
+        Show Pyro's progress bars.
+    num_chains, num_samples, warmup_steps : int
+        Chains, kept draws per chain, and adaptation steps per chain.
+    init : {"prior", "uniform", "svi"}
+        Initial point of each chain (module docstring).
+    target_accept_prob : float
+        NUTS step-size adaptation target, in ``(0, 1)``.
+    max_tree_depth : int
+        Largest NUTS tree depth.
+    potential : {"auto", "enumerate", "marginal"}
+        Which potential (module docstring).
+    svi_steps : int
+        SVI steps of ``init="svi"``.
+
+    Returns
+    -------
+    MCMCResult
+
+    Raises
+    ------
+    InputError
+        For an unknown option or a bad value.
+    """
+    check_unknown_options("MCMC", unknown, run_mcmc)
+    num_chains = check_int("num_chains", num_chains, 1)
+    num_samples = check_int("num_samples", num_samples, 1)
+    warmup_steps = check_int("warmup_steps", warmup_steps, 0)
+    max_tree_depth = check_int("max_tree_depth", max_tree_depth, 1)
+    svi_steps = check_int("svi_steps", svi_steps, 1)
+    target_accept_prob = check_positive("target_accept_prob", target_accept_prob)
+    if target_accept_prob >= 1:
+        raise InputError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
+    if init not in INITS:
+        raise InputError(f"unknown MCMC init {init!r}; choose one of {', '.join(INITS)}")
+    if potential not in POTENTIALS:
+        raise InputError(f"unknown MCMC potential {potential!r}; choose one of {', '.join(POTENTIALS)}")
+    if model_kwargs.get("subsample_size"):
+        raise InputError("NUTS needs every document: subsample_size is an SVI option")
+    if potential == "auto":
+        potential = "marginal" if model is persona_model else "enumerate"
+    if potential == "marginal" and model is not persona_model:
+        raise InputError("potential 'marginal' is written for models.mixture.persona_model; use 'enumerate'")
+
+    start = time.perf_counter()
+    sites = latent_sites(model, args, model_kwargs)
+    hand = persona_potential(*args, **model_kwargs) if potential == "marginal" else None
+    starts = _svi_starts(model, args, model_kwargs, seed, num_chains, svi_steps) if init == "svi" else None
+
+    chains: list[dict[str, Tensor]] = []
+    diverging = torch.zeros(num_chains, num_samples, dtype=torch.bool)
+    accept, step_size = [], []
+    for c, chain_seed in enumerate(np.random.SeedSequence(seed).generate_state(num_chains)):
+        pyro.set_rng_seed(int(chain_seed))
+        start_value = None if starts is None else {k: v[c] for k, v in starts.items()}
+        options = dict(target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth)
+        if hand is None:
+            if init == "svi":
+                strategy = init_to_value(values=start_value)
+            else:
+                strategy = init_to_sample if init == "prior" else init_to_uniform
+            kernel = NUTS(model, max_plate_nesting=MAX_PLATE_NESTING, init_strategy=strategy, **options)
+            mcmc = MCMC(kernel, num_samples, warmup_steps, disable_progbar=not progress)
+            mcmc.run(*args, **model_kwargs)
+        else:
+            kernel = NUTS(potential_fn=hand, **options)
+            mcmc = MCMC(kernel, num_samples, warmup_steps, initial_params=hand.initial_params(init, start_value),
+                        transforms=hand.transforms, disable_progbar=not progress)
+            mcmc.run()
+        chains.append({k: v.detach() for k, v in mcmc.get_samples().items()})
+        info = mcmc._diagnostics[0]  # the kernel's own numbers; MCMC.diagnostics() adds an R-hat needing 4+ draws
+        diverging[c, torch.as_tensor(info["divergences"], dtype=torch.long)] = True
+        accept.append(float(info["acceptance rate"]))
+        step_size.append(float(kernel.step_size))
+    samples = {name: torch.stack([chain[name] for chain in chains]) for name in sites.continuous}  # [c, s, ...]
+    sampled = time.perf_counter()
+
+    flat = {k: v.flatten(0, 1) for k, v in samples.items()}  # [c * s, ...]
+    discrete = recover_discrete(model, args, model_kwargs, flat, sites, progress=progress)
+    discrete = {k: v.reshape(num_chains, num_samples, *v.shape[1:]) for k, v in discrete.items()}
+    end = time.perf_counter()
+    diagnostics = chain_diagnostics(samples)
+    diagnostics.update(
+        divergences=int(diverging.sum()), acceptance_rate=accept, step_size=step_size, potential=potential,
+        init=init, num_chains=num_chains, num_samples=num_samples, warmup_steps=warmup_steps,
+        sampling_seconds=sampled - start, discrete_seconds=end - sampled,
+    )
+    return MCMCResult(samples=samples, discrete=discrete, diverging=diverging, diagnostics=diagnostics,
+                      seconds=end - start)
+
+
+def chain_diagnostics(samples: dict[str, Tensor]) -> dict[str, Any]:
+    """Split R-hat and ESS (Pyro's estimators) of ``[chains, draws, ...]`` samples.
+
+    Returns
+    -------
+    dict
+        ``r_hat_max`` and ``ess_min`` over every entry of every site, and the
+        per-site ``r_hat`` (max) and ``ess`` (min). NaN with fewer than ``MIN_DRAWS``
+        draws per chain; NaN entries (e.g. a constant coordinate) are skipped.
+    """
+    r_hat, ess = {}, {}
+    for name, x in samples.items():
+        x = x.reshape(*x.shape[:2], -1).double()  # [c, s, n]
+        if x.shape[1] < MIN_DRAWS:
+            r_hat[name] = ess[name] = float("nan")
+            continue
+        r_hat[name] = _nan_reduce(split_gelman_rubin(x, chain_dim=0, sample_dim=1), max)
+        ess[name] = _nan_reduce(effective_sample_size(x, chain_dim=0, sample_dim=1), min)
+    values = [v for v in r_hat.values() if v == v]
+    sizes = [v for v in ess.values() if v == v]
+    return {"r_hat_max": max(values) if values else float("nan"), "ess_min": min(sizes) if sizes else float("nan"),
+            "r_hat": r_hat, "ess": ess}
+
+
+def _nan_reduce(x: Tensor, reduce: Callable) -> float:
+    x = x[~torch.isnan(x)]
+    return float(reduce(x)) if x.numel() else float("nan")
+
+
+def _svi_starts(model: Callable, args: tuple, model_kwargs: dict, seed: int, num_chains: int, steps: int
+                ) -> dict[str, Tensor]:
+    """``num_chains`` draws of the continuous latents from a Dirichlet-guide SVI fit: name -> ``[c, ...]``."""
+    fit = run_svi(model, args, model_kwargs, seed=seed, guide="dirichlet", num_steps=steps,
+                  num_samples=num_chains, tol=0.0)
+    return {k: v[0] for k, v in fit.samples.items()}
+
+
+def log_stick_breaking(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Pyro's default simplex bijection (``StickBreakingTransform``), computed in log space.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``[..., n - 1]`` unconstrained values.
+
+    Returns
+    -------
+    log_y : Tensor
+        ``[..., n]`` log of the simplex point (never ``-inf``, unlike ``log(transform(x))``).
+    log_det : Tensor
+        ``[...]`` ``log |det dy/dx|``, as ``StickBreakingTransform.log_abs_det_jacobian``.
+    """
+    n = x.shape[-1] + 1
+    offset = n - torch.arange(1, n, dtype=x.dtype)  # [n - 1]: n - 1, ..., 1
+    t = x - offset.log()
+    log_z, log_rest = F.logsigmoid(t), F.logsigmoid(-t)  # log z_k, log(1 - z_k)
+    log_y = F.pad(log_z, (0, 1)) + F.pad(log_rest.cumsum(-1), (1, 0))  # [..., n]
+    log_det = (-t + log_z + log_y[..., :-1]).sum(-1)
+    return log_y, log_det
+
+
+class MarginalPotential:
+    """``-log p(latents, evidence)`` of :func:`~models.mixture.persona_model` with the persona summed
+    out by hand, as a function of the unconstrained latents.
+
+    Every latent is a set of Dirichlet rows on Pyro's own unconstrained scale (stick
+    breaking), computed in log space (:func:`log_stick_breaking`), so the persona
+    tables come out as log tables directly. Equal to Pyro's enumerated potential
+    (a test checks it), so both potentials draw the same chain from the same seed.
+
+    Attributes
+    ----------
+    concentrations : dict of str to Tensor
+        Dirichlet concentration of every latent, in model order.
+    transforms : dict of str to Transform
+        Constrained -> unconstrained map of every latent (``MCMC(transforms=...)``).
+    """
+
+    def __init__(self, personas: MarkovPersonas, counts: TransitionCounts, evidence: str, beta: float,
+                 alpha: Tensor | None, table_prior: TablePrior | None):
+        self.personas, self.counts, self.evidence, self.beta = personas, counts, evidence, float(beta)
+        self.concentrations: dict[str, Tensor] = {}
+        if evidence == "mixture" and alpha is not None:
+            self.concentrations["w"] = alpha  # [K]
+        if table_prior is not None:
+            self.concentrations["init"] = table_prior.init  # [K, V]
+            self.concentrations["trans"] = table_prior.trans  # [K, C, V]
+        if not self.concentrations:
+            raise InputError("the model has no continuous latent site to infer (make the weights or tables uncertain)")
+        self.transforms = {  # what Pyro would choose: stick breaking, row by row
+            name: biject_to(constraints.independent(constraints.simplex, conc.dim() - 1)).inv
+            for name, conc in self.concentrations.items()
+        }
+        self.log_norm = sum(
+            float((torch.lgamma(a).sum(-1) - torch.lgamma(a.sum(-1))).sum()) for a in self.concentrations.values()
+        )  # sum of log B(a) over every Dirichlet row
+        totals = counts.totals()  # [F]
+        self.seen = totals.nonzero().squeeze(-1)  # [F'] features with evidence
+        self.totals = totals[self.seen]  # [F']
+        self.log_prior = personas.prior.log()  # [K]
+        # known tables: the per-document log-likelihoods never change
+        self.fixed = None if table_prior is not None else self._doc_loglik(personas.log_table())  # [K, D]
+
+    def _doc_loglik(self, log_table: Tensor) -> Tensor:
+        """``[K, D]`` tempered log-likelihood of every document under every persona.
+
+        The same sum as ``counts.loglik(log_table[:, None, :])`` without its
+        broadcasting, which costs more than the sum on small problems.
+        """
+        picked = log_table[:, self.counts.feature] * self.counts.count  # [K, nnz]
+        L = log_table.new_zeros(log_table.shape[0], self.counts.num_docs).index_add(-1, self.counts.doc, picked)
+        return torch.zeros_like(L) if self.beta == 0 else self.beta * L
+
+    def _total_loglik(self, log_table: Tensor) -> Tensor:
+        """``[K]`` tempered log-likelihood of all the evidence under every persona (global model)."""
+        L = (log_table[:, self.seen] * self.totals).sum(-1)  # [K]
+        return torch.zeros_like(L) if self.beta == 0 else self.beta * L
+
+    def __call__(self, z: dict[str, Tensor]) -> Tensor:
+        log_joint = -self.log_norm
+        logs = {}
+        for name, conc in self.concentrations.items():
+            logs[name], log_det = log_stick_breaking(z[name])  # [..., n] log of the simplex points
+            log_joint = log_joint + ((conc - 1) * logs[name]).sum() + log_det.sum()  # Dirichlet prior, Jacobian
+        if self.fixed is None:
+            log_table = torch.cat([logs["init"], logs["trans"].flatten(-2)], -1)  # [K, F]
+        if self.evidence == "global":  # one persona for all documents: only the totals matter
+            L = self.fixed.sum(-1) if self.fixed is not None else self._total_loglik(log_table)  # [K]
+            return -(log_joint + torch.logsumexp(self.log_prior + L, 0))
+        L = self.fixed if self.fixed is not None else self._doc_loglik(log_table)  # [K, D]
+        log_w = logs["w"] if "w" in logs else self.log_prior  # [K]
+        return -(log_joint + torch.logsumexp(log_w[:, None] + L, 0).sum())
+
+    def initial_params(self, init: str, value: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Unconstrained start: a prior draw, uniform in ``(-2, 2)``, or ``value`` (constrained)."""
+        out = {}
+        for name, conc in self.concentrations.items():
+            if init == "svi":
+                out[name] = self.transforms[name](value[name])
+            elif init == "prior":
+                out[name] = self.transforms[name](dist.Dirichlet(conc).sample())
+            else:
+                out[name] = torch.empty(conc.shape[:-1] + (conc.shape[-1] - 1,), dtype=conc.dtype).uniform_(-2, 2)
+        return out
+
+
+def persona_potential(
+    personas: MarkovPersonas,
+    num_docs: int,
+    doc_len: int,
+    *,
+    tokens: Tensor | None = None,
+    mask: Tensor | None = None,
+    counts: TransitionCounts | None = None,
+    evidence: str = "mixture",
+    beta: float = 1.0,
+    alpha: Tensor | None = None,
+    table_prior: TablePrior | None = None,
+    subsample_size: int | None = None,
+) -> MarginalPotential:
+    """The hand-marginalised potential of ``persona_model(personas, num_docs, doc_len, **same kwargs)``."""
+    if evidence not in EVIDENCE_MODELS:
+        raise InputError(f"unknown evidence model {evidence!r}; choose one of {', '.join(EVIDENCE_MODELS)}")
+    if subsample_size:
+        raise InputError("NUTS needs every document: subsample_size is an SVI option")
+    if counts is None:
+        if tokens is None:
+            raise InputError("MCMC needs evidence: pass tokens (and optionally mask) or counts")
+        mask = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask
+        counts = count_transitions(Evidence(tokens, mask), personas.vocab_size, personas.order)
+    if evidence == "global" and alpha is not None:
+        raise InputError("alpha (uncertain persona weights) belongs to the mixture model; the global model uses the prior pi")
+    return MarginalPotential(personas, counts, evidence, beta, alpha, table_prior)

@@ -1,0 +1,472 @@
+"""Stochastic variational inference for the persona models, returning :class:`SVIResult`.
+
+    result = run_svi(persona_model, args, model_kwargs, guide="dirichlet", num_steps=2000)
+    result.samples["w"]          # [1, S, K] draws of the persona weights from the fitted guide
+    result.discrete["persona"]   # [1, S, D] (mixture) or [1, S] (global), one per guide draw
+    result.losses                # [steps] the loss (-ELBO) of every step
+
+The discrete ``persona`` site is summed out of the ELBO (``TraceEnum_ELBO`` with
+``max_plate_nesting=1``): no guide ever sees it (the hand-written guide has no
+such site, the autoguides get the model with it hidden by ``poutine.block``).
+After fitting, each guide draw of the continuous latents is plugged into the
+model (``poutine.condition`` *inside* ``infer_discrete``, DESIGN.md §6) and the
+persona is drawn from its exact conditional (``temperature=1``).
+
+Guides (``guide=``):
+
+=============  =============================================================
+``dirichlet``  (``auto``) a learnable Dirichlet for every Dirichlet latent:
+               ``w``, and every row of ``init``/``trans`` when the tables
+               are uncertain; initialised at the prior. The natural family
+               here: with every document's persona observed the posterior of
+               ``w`` *is* a Dirichlet, and with them enumerated it is a
+               mixture of Dirichlets.
+``delta``      ``AutoDelta`` (MAP) started from a prior draw
+               (``init_to_sample``; the default ``init_to_median`` starts
+               every persona alike and stays stuck).
+``normal``     ``AutoNormal``: mean-field Gaussian on the unconstrained
+               (stick-breaking) scale, started from a prior draw.
+``mvn``        ``AutoMultivariateNormal``: full-covariance Gaussian there.
+=============  =============================================================
+
+Convergence rule: ``s_t = smoothing * s_{t-1} + (1 - smoothing) * loss_t`` (an
+exponential moving average, ``s_0 = loss_0``). A step is *calm* when
+``|s_t - s_{t-1}| / max(|s_t|, 1) < tol``; training stops, ``converged=True``,
+after ``patience`` calm steps in a row, else after ``num_steps``. With a noisy
+loss (sampled guides, minibatches) the smoothed change stays near
+``(1 - smoothing) * noise / |loss|``, so ``tol`` must sit above that to
+trigger; ``tol=0`` always runs every step.
+
+Minibatching: ``subsample_size=B`` scores ``B`` random documents per step (the
+model's ``documents`` plate subsamples and rescales by ``D / B``); draws and
+discrete recovery always use every document.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import SVI, TraceEnum_ELBO, infer_discrete
+from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal, init_to_sample
+from pyro.poutine.util import site_is_subsample
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from models.errors import InputError
+
+GUIDES = ("auto", "dirichlet", "delta", "normal", "mvn")
+#: plates nested in the persona models (``documents`` or ``personas``, dim -1)
+MAX_PLATE_NESTING = 1
+#: gradient norm clipping of the optimiser
+CLIP_NORM = 10.0
+#: draws per batched ``infer_discrete`` call (bounds memory: the model scores this many at once)
+DISCRETE_CHUNK = 32
+
+
+@dataclass(frozen=True)
+class SVIResult:
+    """What :func:`run_svi` returns (in the style of NumPyro's ``SVIRunResult``).
+
+    Attributes
+    ----------
+    params : dict of str to Tensor
+        Guide parameters after training (constrained values, detached).
+    losses : Tensor
+        ``[steps]`` loss (negative ELBO estimate) of every step.
+    samples : dict of str to Tensor
+        Draws of every continuous latent from the fitted guide, ``[1, S, ...]``
+        (one "chain"): ``w`` ``[1, S, K]``; ``init`` ``[1, S, K, V]`` and
+        ``trans`` ``[1, S, K, C, V]`` when the tables are uncertain.
+    discrete : dict of str to Tensor
+        Draws of every discrete latent given each guide draw: ``persona``
+        ``[1, S]`` (global) or ``[1, S, D]`` (mixture).
+    diagnostics : dict
+        JSON-ready: ``final_elbo`` (minus the smoothed loss at the last step),
+        ``final_loss``, ``steps``, ``converged``, ``guide``, ``subsample_size``.
+    steps : int
+        Optimisation steps taken.
+    converged : bool
+        Whether the convergence rule (module docstring) stopped training.
+    seconds : float
+        Wall time, drawing included.
+    """
+
+    params: dict[str, Tensor]
+    losses: Tensor
+    samples: dict[str, Tensor]
+    discrete: dict[str, Tensor]
+    diagnostics: dict[str, Any]
+    steps: int
+    converged: bool
+    seconds: float
+
+
+def run_svi(
+    model: Callable,
+    args: tuple,
+    model_kwargs: dict[str, Any],
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    guide: str = "auto",
+    num_steps: int = 2000,
+    lr: float = 0.05,
+    lr_decay: float = 0.1,
+    subsample_size: int | None = None,
+    num_samples: int = 1000,
+    num_particles: int = 1,
+    tol: float = 1e-4,
+    patience: int = 50,
+    smoothing: float = 0.95,
+    **unknown: Any,
+) -> SVIResult:
+    """Fit a guide to ``model(*args, **model_kwargs)`` by SVI and draw from it.
+
+    Parameters
+    ----------
+    model : callable
+        A Pyro model, e.g. :func:`models.mixture.persona_model` (possibly wrapped
+        in ``poutine.condition``); discrete latent sites must be enumerable.
+    args, model_kwargs : tuple, dict
+        Its arguments (``model_kwargs`` may hold the evidence).
+    seed : int
+        Seed of Pyro's random state (set at entry; the param store is cleared).
+    progress : bool
+        Show a tqdm progress bar.
+    guide : {"auto", "dirichlet", "delta", "normal", "mvn"}
+        Variational family (module docstring); ``auto`` is ``dirichlet``.
+    num_steps : int
+        Maximum optimisation steps.
+    lr : float
+        Initial learning rate of Adam (``ClippedAdam``, gradient norm clipped at ``CLIP_NORM``).
+    lr_decay : float
+        Final over initial learning rate, reached geometrically at ``num_steps``
+        (a decaying rate lets a noisy guide settle).
+    subsample_size : int, optional
+        Documents per minibatch (``None``: all).
+    num_samples : int
+        Guide draws ``S`` returned in ``samples`` and ``discrete``.
+    num_particles : int
+        ELBO particles per step.
+    tol, patience, smoothing : float, int, float
+        The convergence rule (module docstring).
+
+    Returns
+    -------
+    SVIResult
+
+    Raises
+    ------
+    InputError
+        For an unknown option or a bad value.
+    """
+    check_unknown_options("SVI", unknown, run_svi)
+    if guide not in GUIDES:
+        raise InputError(f"unknown SVI guide {guide!r}; choose one of {', '.join(GUIDES)}")
+    num_steps = check_int("num_steps", num_steps, 1)
+    lr = check_positive("lr", lr)
+    lr_decay = check_positive("lr_decay", lr_decay)
+    if lr_decay > 1:
+        raise InputError(f"lr_decay (final / initial learning rate) must lie in (0, 1], got {lr_decay}")
+    num_samples = check_int("num_samples", num_samples, 1)
+    num_particles = check_int("num_particles", num_particles, 1)
+    patience = check_int("patience", patience, 1)
+    tol = check_positive("tol", tol, allow_zero=True)
+    smoothing = check_positive("smoothing", smoothing, allow_zero=True)
+    if smoothing >= 1:
+        raise InputError(f"smoothing must lie in [0, 1), got {smoothing}")
+    kwargs, train_kwargs = _split_subsample(args, model_kwargs, subsample_size)
+
+    pyro.set_rng_seed(seed)
+    pyro.clear_param_store()
+    start = time.perf_counter()
+    sites = latent_sites(model, args, kwargs)
+    guide_name = "dirichlet" if guide == "auto" else guide
+    guide_fn = make_guide(guide_name, model, sites)
+    elbo = TraceEnum_ELBO(max_plate_nesting=MAX_PLATE_NESTING, num_particles=num_particles)
+    decay = lr_decay ** (1.0 / num_steps)  # per step, so the last step runs at lr * lr_decay
+    svi = SVI(model, guide_fn, pyro.optim.ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": CLIP_NORM}), elbo)
+
+    rule = ConvergenceRule(tol, patience, smoothing)
+    losses: list[float] = []
+    converged = False
+    with tqdm(total=num_steps, disable=not progress, desc=f"SVI ({guide_name})") as bar:
+        for step in range(num_steps):
+            loss = float(svi.step(*args, **train_kwargs))
+            losses.append(loss)
+            if not math.isfinite(loss):
+                warnings.warn(f"SVI stopped at step {step}: the loss is {loss}", RuntimeWarning, stacklevel=2)
+                break
+            converged = rule.update(loss)
+            bar.update()
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{rule.smoothed:.5g}")
+            if converged:
+                break
+
+    samples = draw_guide(guide_fn, args, kwargs, list(sites.continuous), num_samples)  # name -> [S, ...]
+    discrete = recover_discrete(model, args, kwargs, samples, sites, progress=progress)
+    params = {name: value.detach().clone() for name, value in pyro.get_param_store().items()}
+    steps = len(losses)
+    diagnostics = {
+        "final_elbo": -float(rule.smoothed),
+        "final_loss": float(losses[-1]),
+        "steps": steps,
+        "converged": bool(converged),
+        "guide": guide_name,
+        "subsample_size": train_kwargs.get("subsample_size"),
+    }
+    return SVIResult(
+        params=params,
+        losses=torch.tensor(losses, dtype=torch.float64),
+        samples={k: v.unsqueeze(0) for k, v in samples.items()},
+        discrete={k: v.unsqueeze(0) for k, v in discrete.items()},
+        diagnostics=diagnostics,
+        steps=steps,
+        converged=bool(converged),
+        seconds=time.perf_counter() - start,
+    )
+
+
+@dataclass
+class ConvergenceRule:
+    """Relative change of an exponentially smoothed loss below ``tol`` for ``patience`` steps."""
+
+    tol: float
+    patience: int
+    smoothing: float
+    smoothed: float = math.nan
+    calm: int = 0
+
+    def update(self, loss: float) -> bool:
+        """Feed one loss; return whether training has converged."""
+        if math.isnan(self.smoothed):
+            self.smoothed = loss
+            return False
+        previous = self.smoothed
+        self.smoothed = self.smoothing * previous + (1 - self.smoothing) * loss
+        change = abs(self.smoothed - previous) / max(abs(self.smoothed), 1.0)
+        self.calm = self.calm + 1 if change < self.tol else 0
+        return self.calm >= self.patience
+
+
+# ---------------------------------------------------------------- shared with inference.mcmc
+
+
+@dataclass(frozen=True)
+class LatentSites:
+    """The latent sample sites of a model, from one prototype run.
+
+    Attributes
+    ----------
+    continuous : dict of str to dict
+        Pyro trace nodes of the continuous latents, in model order.
+    discrete : dict of str to tuple of int
+        Discrete (enumerated) latents and the shape of one draw (its plate sizes).
+    """
+
+    continuous: dict[str, dict]
+    discrete: dict[str, tuple[int, ...]]
+
+
+def latent_sites(model: Callable, args: tuple, kwargs: dict[str, Any]) -> LatentSites:
+    """Run ``model`` once forward and sort its unobserved sample sites into continuous and discrete."""
+    with torch.no_grad(), torch.random.fork_rng():
+        trace = poutine.trace(model).get_trace(*args, **kwargs)
+    continuous, discrete = {}, {}
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
+            continue
+        if site["infer"].get("is_auxiliary"):
+            continue
+        if site["infer"].get("enumerate") or site["fn"].support.is_discrete:
+            frames = sorted(site["cond_indep_stack"], key=lambda f: f.dim)
+            discrete[name] = tuple(f.size for f in frames if f.vectorized)
+        else:
+            continuous[name] = site
+    if not continuous:
+        raise InputError("the model has no continuous latent site to infer (make the weights or tables uncertain)")
+    return LatentSites(continuous, discrete)
+
+
+def make_guide(name: str, model: Callable, sites: LatentSites) -> Callable:
+    """The guide ``name`` (see the module docstring) for ``model``, discrete sites hidden."""
+    if name == "dirichlet":
+        return DirichletGuide(sites.continuous)
+    blocked = poutine.block(model, hide=list(sites.discrete))
+    if name == "delta":
+        return AutoDelta(blocked, init_loc_fn=init_to_sample)
+    if name == "normal":
+        return AutoNormal(blocked, init_loc_fn=init_to_sample)
+    if name == "mvn":
+        return AutoMultivariateNormal(blocked, init_loc_fn=init_to_sample)
+    raise InputError(f"unknown SVI guide {name!r}; choose one of {', '.join(GUIDES)}")
+
+
+class DirichletGuide:
+    """A learnable Dirichlet, initialised at the prior, for every Dirichlet latent site.
+
+    Parameter ``"{site}_concentration"`` has the site's full shape (batch and
+    event): ``[K]`` for ``w``, ``[K, V]`` for ``init``, ``[K, C, V]`` for
+    ``trans``, so every table row gets its own Dirichlet. The guide repeats the
+    site's plates; it supports global latents only (not latents inside a
+    subsampled plate).
+    """
+
+    def __init__(self, sites: dict[str, dict]):
+        self.specs = {}
+        for name, site in sites.items():
+            fn = site["fn"]
+            prior = _dirichlet_concentration(fn, name)
+            init = prior.detach().expand(fn.batch_shape + fn.event_shape).clone()
+            frames = sorted(site["cond_indep_stack"], key=lambda f: f.dim)
+            self.specs[name] = (init, fn.event_dim - 1, [(f.name, f.size, f.dim) for f in frames if f.vectorized])
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        out, plates = {}, {}
+        for name, (init, extra_event_dims, frames) in self.specs.items():
+            conc = pyro.param(f"{name}_concentration", init, constraint=dist.constraints.positive)
+            with contextlib.ExitStack() as stack:
+                for plate_name, size, dim in frames:  # each plate made once, entered per site
+                    if plate_name not in plates:
+                        plates[plate_name] = pyro.plate(plate_name, size, dim=dim)
+                    stack.enter_context(plates[plate_name])
+                out[name] = pyro.sample(name, dist.Dirichlet(conc).to_event(extra_event_dims))
+        return out
+
+
+def _dirichlet_concentration(fn: Any, name: str) -> Tensor:
+    base = fn
+    while not isinstance(base, dist.Dirichlet):
+        if not hasattr(base, "base_dist"):
+            raise InputError(f"the dirichlet guide needs Dirichlet latents, but site {name!r} is {type(fn).__name__}; "
+                             "use guide 'normal', 'mvn' or 'delta'")
+        base = base.base_dist
+    return base.concentration
+
+
+def draw_guide(guide: Callable, args: tuple, kwargs: dict[str, Any], names: list[str], num_samples: int
+               ) -> dict[str, Tensor]:
+    """``num_samples`` draws of the sites ``names`` from a fitted guide: name -> ``[S, ...]``."""
+    draws: dict[str, list[Tensor]] = {name: [] for name in names}
+    with torch.no_grad():
+        for _ in range(num_samples):  # one guide call per draw: cheap next to the model
+            trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            for name in names:
+                draws[name].append(trace.nodes[name]["value"].detach())
+    return {name: torch.stack(values) for name, values in draws.items()}
+
+
+def recover_discrete(
+    model: Callable,
+    args: tuple,
+    kwargs: dict[str, Any],
+    samples: dict[str, Tensor],
+    sites: LatentSites,
+    progress: bool = False,
+) -> dict[str, Tensor]:
+    """Draw the discrete sites given each draw of the continuous ones, by ``infer_discrete``.
+
+    When every continuous latent is global (in no plate, like ``w``), the draws are
+    batched: ``DISCRETE_CHUNK`` draws at a time under an outer plate at dim
+    ``-(MAX_PLATE_NESTING + 1)`` (the model must broadcast there, as for Pyro's
+    vectorised ``Predictive``; ``persona_model`` with known tables does). Otherwise
+    (e.g. table rows in the ``personas`` plate) one ``infer_discrete`` call per draw.
+
+    Parameters
+    ----------
+    samples : dict of str to Tensor
+        ``[N, ...]`` draws of the continuous latents.
+    sites : LatentSites
+        The model's latent sites (:func:`latent_sites`).
+
+    Returns
+    -------
+    dict of str to Tensor
+        ``[N, ...]`` int64 draws from ``p(discrete | continuous draw, data)`` (temperature 1).
+    """
+    if not sites.discrete:
+        return {}
+    num = len(next(iter(samples.values())))
+    batched = all(not site["cond_indep_stack"] for site in sites.continuous.values())
+    step = DISCRETE_CHUNK if batched else 1
+    out: dict[str, list[Tensor]] = {name: [] for name in sites.discrete}
+    with torch.no_grad():
+        for lo in tqdm(range(0, num, step), disable=not progress, desc="infer_discrete"):
+            if batched:
+                chunk = {k: v[lo : lo + step] for k, v in samples.items()}  # [n, ...]
+                n = len(next(iter(chunk.values())))
+                data = {k: v.reshape(n, *([1] * MAX_PLATE_NESTING), *v.shape[1:]) for k, v in chunk.items()}
+                fn, first_dim = _over_draws(poutine.condition(model, data=data), n), -MAX_PLATE_NESTING - 2
+            else:
+                n, first_dim = 1, -MAX_PLATE_NESTING - 1
+                fn = poutine.condition(model, data={k: v[lo] for k, v in samples.items()})
+            sampler = infer_discrete(fn, first_available_dim=first_dim, temperature=1)
+            trace = poutine.trace(sampler).get_trace(*args, **kwargs)
+            for name, shape in sites.discrete.items():
+                value = trace.nodes[name]["value"]
+                out[name].append(value.reshape(n, *shape))
+    return {name: torch.cat(values).long() for name, values in out.items()}
+
+
+def _over_draws(model: Callable, num: int) -> Callable:
+    """``model`` under an outer plate of ``num`` draws at dim ``-(MAX_PLATE_NESTING + 1)``."""
+
+    def batched(*args: Any, **kwargs: Any) -> Any:
+        with pyro.plate("_draws", num, dim=-MAX_PLATE_NESTING - 1):
+            return model(*args, **kwargs)
+
+    return batched
+
+
+def check_unknown_options(engine: str, unknown: dict[str, Any], fn: Callable) -> None:
+    """Raise :class:`InputError` naming the valid keyword options of ``fn``."""
+    if unknown:
+        params = inspect.signature(fn).parameters.values()
+        valid = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("seed", "progress")]
+        raise InputError(f"unknown {engine} option(s) {', '.join(sorted(unknown))}; valid options: {', '.join(valid)}")
+
+
+def check_int(name: str, value: Any, low: int) -> int:
+    """``value`` as an int ``>= low``, else :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
+    """``value`` as a finite float ``> 0`` (or ``>= 0``), else :class:`InputError`."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise InputError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {value}")
+    return value
+
+
+def _split_subsample(args: tuple, model_kwargs: dict[str, Any], subsample_size: int | None
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(all-documents kwargs, training kwargs with the minibatch size)."""
+    kwargs = dict(model_kwargs)
+    size = subsample_size if subsample_size is not None else kwargs.get("subsample_size")
+    if "subsample_size" in kwargs or subsample_size is not None:
+        kwargs["subsample_size"] = None
+    if size is None:
+        return kwargs, kwargs
+    size = check_int("subsample_size", size, 1)
+    num_docs = args[1] if len(args) > 1 and isinstance(args[1], int) else None  # persona_model(personas, D, T)
+    if num_docs is not None and size > num_docs:
+        raise InputError(f"subsample_size must be at most the number of documents ({num_docs}), got {size}")
+    return kwargs, dict(kwargs, subsample_size=size)

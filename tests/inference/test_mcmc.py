@@ -1,0 +1,191 @@
+"""NUTS engine: agreement with exact and closed-form posteriors, the hand-marginalised potential,
+diagnostics, options.
+
+Tolerances are Monte Carlo standard errors from the chains' own effective sample
+size: ``MCSE(mean) = sd / sqrt(ESS)`` and ``MCSE(variance) = sqrt((m4 - var^2) / ESS)``
+(``m4`` the fourth central moment); each check allows 4 of them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer.mcmc.util import initialize_model
+
+from inference.condition import condition
+from inference.diagnostics import convergence
+from inference.mcmc import MCMCResult, chain_diagnostics, persona_potential, run_mcmc
+from models.counts import count_transitions, make_evidence
+from models.errors import InputError
+from models.mixture import persona_model, simulate_corpus
+from models.personas import anchored_table_prior, random_personas
+
+K, V, ORDER, D, T = 3, 4, 1, 10, 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on shared cores
+    yield
+    torch.set_num_threads(threads)
+
+
+def mixture_world(seed: int):
+    """Documents drawn mostly from persona 0, so the posterior of ``w`` sits far from its prior."""
+    personas = random_personas(K, V, ORDER, concentration=0.5, seed=seed, prior=torch.tensor([0.7, 0.2, 0.1]))
+    tokens, persona = simulate_corpus(personas, D, T, seed=seed)
+    evidence = make_evidence(tokens)
+    kwargs = dict(tokens=evidence.tokens, mask=evidence.mask, counts=count_transitions(evidence, V, ORDER),
+                  evidence="mixture", beta=1.0, alpha=torch.ones(K, dtype=torch.float64))
+    return personas, evidence, persona, (personas, D, T), kwargs
+
+
+def global_world():
+    """Weak evidence on uncertain unigram tables: the persona posterior is spread out."""
+    personas = random_personas(3, 3, 0, concentration=2.0, seed=0)
+    tokens, _ = simulate_corpus(personas, 4, 8, seed=0)
+    return personas, make_evidence(tokens), anchored_table_prior(personas, 30.0, 1.0)
+
+
+def mcse(draws: torch.Tensor, ess: float) -> torch.Tensor:
+    """Monte Carlo standard error of the mean of ``[chains, draws, K]`` samples."""
+    return draws.flatten(0, 1).std(0) / math.sqrt(ess)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mixture_weights_match_exact(seed):
+    personas, evidence, _, args, kwargs = mixture_world(seed)
+    exact = condition(personas, evidence, model="mixture", method="exact", alpha=1.0).weights
+    result = run_mcmc(persona_model, args, kwargs, seed=seed, num_chains=4, num_samples=400, warmup_steps=200)
+    w = result.samples["w"]  # [4, 400, K]
+    assert w.shape == (4, 400, K) and result.discrete["persona"].shape == (4, 400, D)
+    assert result.diagnostics["r_hat_max"] < 1.01
+    tolerance = 4 * mcse(w, result.diagnostics["ess_min"])
+    assert torch.all((w.mean((0, 1)) - exact).abs() <= tolerance), (w.mean((0, 1)), exact, tolerance)
+
+
+def test_observed_personas_give_the_closed_form_dirichlet():
+    _, _, z, args, kwargs = mixture_world(0)
+    model = poutine.condition(persona_model, data={"persona": z})
+    result = run_mcmc(model, args, kwargs, seed=0, num_chains=2, num_samples=200, warmup_steps=100)
+    assert result.diagnostics["potential"] == "enumerate" and result.discrete == {}
+    conc = kwargs["alpha"] + torch.bincount(z, minlength=K).double()  # [K] closed form
+    total = conc.sum()
+    mean, var = conc / total, conc * (total - conc) / (total**2 * (total + 1))
+    w = result.samples["w"].flatten(0, 1)  # [S, K]
+    ess = result.diagnostics["ess_min"]
+    centred = w - w.mean(0)
+    var_mcse = ((centred**4).mean(0) - w.var(0) ** 2).sqrt() / math.sqrt(ess)
+    assert torch.all((w.mean(0) - mean).abs() <= 4 * w.std(0) / math.sqrt(ess)), (w.mean(0), mean)
+    assert torch.all((w.var(0) - var).abs() <= 4 * var_mcse), (w.var(0), var)
+
+
+def test_global_model_with_uncertain_tables_matches_exact():
+    personas, evidence, prior = global_world()
+    exact = condition(personas, evidence, model="global", method="exact", table_prior=prior).weights
+    post = condition(personas, evidence, model="global", method="mcmc", table_prior=prior,
+                     num_chains=2, num_samples=200, warmup_steps=100)
+    probs = post.weight_samples  # [2, 200, K] P(h | D, tables) per draw; its mean is P(h | D)
+    ess = chain_diagnostics({"p": probs})["ess_min"]
+    assert torch.all((post.weights - exact).abs() <= 4 * mcse(probs, ess)), (post.weights, exact)
+    assert post.persona_samples.shape == (2, 200) and post.table_samples.shape == (2, 200, 3, 6)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [dict(), dict(beta=0.5, table_prior="anchored"), dict(evidence="global", alpha=None, table_prior="anchored")],
+    ids=["mixture", "mixture-tables-tempered", "global-tables"],
+)
+def test_hand_marginalised_potential_equals_pyros(extra):
+    personas, _, _, args, kwargs = mixture_world(0)
+    kwargs = dict(kwargs, **extra)
+    if kwargs.get("table_prior") == "anchored":
+        kwargs["table_prior"] = anchored_table_prior(personas, 20.0)
+    hand = persona_potential(*args, **kwargs)
+    params, pyro_potential, transforms, _ = initialize_model(persona_model, args, kwargs, max_plate_nesting=1)
+    assert set(hand.transforms) == set(transforms) == set(params)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        z = {k: torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()}
+        assert hand(z).item() == pytest.approx(pyro_potential(z).item(), rel=1e-10)
+
+
+def test_both_potentials_draw_the_same_chain():
+    _, _, _, args, kwargs = mixture_world(1)
+    a, b = (run_mcmc(persona_model, args, kwargs, seed=4, num_chains=1, num_samples=20, warmup_steps=20,
+                     potential=p) for p in ("marginal", "enumerate"))
+    assert a.diagnostics["potential"] == "marginal" and b.diagnostics["potential"] == "enumerate"
+    assert torch.allclose(a.samples["w"], b.samples["w"], atol=1e-8)
+
+
+def test_svi_initialisation_and_uniform_start():
+    personas, evidence, _, args, kwargs = mixture_world(2)
+    exact = condition(personas, evidence, model="mixture", method="exact", alpha=1.0).weights
+    for init in ("svi", "uniform"):
+        result = run_mcmc(persona_model, args, kwargs, seed=1, num_chains=2, num_samples=100, warmup_steps=100,
+                          init=init, svi_steps=100)
+        w = result.samples["w"]
+        assert result.diagnostics["init"] == init
+        assert torch.all((w.mean((0, 1)) - exact).abs() <= 4 * mcse(w, result.diagnostics["ess_min"]))
+
+
+def test_diagnostics_and_divergences():
+    samples = {"x": torch.randn(4, 100, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)}
+    diag = chain_diagnostics(samples)
+    assert diag["r_hat_max"] < 1.05 and 200 < diag["ess_min"] <= 800
+    stuck = {"x": samples["x"] + torch.arange(4.0, dtype=torch.float64)[:, None, None]}  # chains disagree
+    assert chain_diagnostics(stuck)["r_hat_max"] > 1.5
+    # a long tree on a tiny depth budget still runs and records per-draw divergences
+    _, _, _, args, kwargs = mixture_world(0)
+    result = run_mcmc(persona_model, args, kwargs, num_chains=2, num_samples=30, warmup_steps=10, max_tree_depth=2)
+    assert isinstance(result, MCMCResult)
+    assert result.diverging.shape == (2, 30) and result.diverging.dtype == torch.bool
+    assert result.diagnostics["divergences"] == int(result.diverging.sum())
+
+
+def test_through_condition_with_arviz():
+    personas, evidence, _, _, _ = mixture_world(0)
+    post = condition(personas, evidence, model="mixture", method="mcmc", seed=2, num_chains=2, num_samples=60,
+                     warmup_steps=60)
+    assert post.weight_samples.shape == (2, 60, K) and post.persona_samples.shape == (2, 60, D)
+    assert {"r_hat_max", "ess_min", "divergences"} <= set(post.diagnostics)
+    idata = post.to_arviz()
+    assert idata.sample_stats["diverging"].shape == (2, 60)
+    numbers = convergence(idata)
+    assert numbers["divergences"] == post.diagnostics["divergences"]
+    assert math.isfinite(numbers["r_hat_max"]) and math.isfinite(numbers["ess_min"])
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (dict(nonsense=1), ["nonsense", "valid options", "num_chains", "warmup_steps"]),
+        (dict(num_chains=0), ["num_chains"]),
+        (dict(num_samples=0), ["num_samples"]),
+        (dict(warmup_steps=-1), ["warmup_steps"]),
+        (dict(target_accept_prob=1.0), ["target_accept_prob"]),
+        (dict(init="median"), ["median", "prior", "svi", "uniform"]),
+        (dict(potential="jit"), ["jit", "enumerate", "marginal"]),
+    ],
+)
+def test_bad_options_raise_input_error(options, words):
+    _, _, _, args, kwargs = mixture_world(0)
+    with pytest.raises(InputError) as info:
+        run_mcmc(persona_model, args, kwargs, **options)
+    message = str(info.value)
+    assert "\n" not in message and all(word in message for word in words), message
+
+
+def test_marginal_potential_refuses_other_models_and_minibatches():
+    _, _, z, args, kwargs = mixture_world(0)
+    with pytest.raises(InputError, match="enumerate"):
+        run_mcmc(poutine.condition(persona_model, data={"persona": z}), args, kwargs, potential="marginal")
+    with pytest.raises(InputError, match="subsample_size"):
+        run_mcmc(persona_model, args, dict(kwargs, subsample_size=5))
+    personas, evidence, _, _, _ = mixture_world(0)
+    with pytest.raises(InputError, match="valid options"):
+        condition(personas, evidence, model="mixture", method="mcmc", guide="normal")
