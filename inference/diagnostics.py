@@ -184,3 +184,164 @@ def plot_ppc(idata: az.InferenceData, num_pp_samples: int = 50):
     """Posterior predictive check of the evidence tokens; returns the Figure."""
     ax = az.plot_ppc(idata, var_names=["tokens"], num_pp_samples=num_pp_samples, random_seed=0, show=False)
     return np.asarray(ax).ravel()[0].figure
+
+
+# ----------------------------------------------------------------------------- persona attribution
+
+#: completion tokens replicated in the attribution's posterior predictive check
+ATTRIBUTION_PPC_TOKENS = 2000
+
+
+def attribution_to_arviz(
+    samples: torch.Tensor,
+    doc_loglik: torch.Tensor,
+    *,
+    alpha: torch.Tensor,
+    divergences: torch.Tensor | None = None,
+    seed: int = 0,
+    persona: torch.Tensor | None = None,
+    components: torch.Tensor | None = None,
+    tokens: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> az.InferenceData:
+    """``InferenceData`` of a persona attribution (:func:`inference.attribution.attribute`).
+
+    ==================== ============================== ==========================================
+    group                variable                        meaning
+    ==================== ============================== ==========================================
+    posterior            ``w`` [persona_index]           mixture weights explaining the completions
+    posterior            ``persona`` [completion]        each completion's persona given the draw
+                                                         (only when ``persona`` is given)
+    log_likelihood       ``completions`` [completion]    ``log sum_h w_h p(y_d | c_d, h)``, marginal
+                                                         over the completion's persona
+    posterior_predictive ``tokens`` [completion_token]   with ``components``: every scored completion
+                                                         token replicated given its observed prefix,
+                                                         by a fresh persona ``z ~ w`` per completion
+                                                         (first 2,000 tokens, 100 draws)
+                         ``best_persona`` [completion]   without: a fresh persona ``z ~ w`` per
+                                                         completion (100 draws)
+    observed_data        ``tokens`` / ``best_persona``   the completion tokens / each completion's
+                                                         best-fitting persona ``argmax_h doc_loglik``
+    sample_stats         ``lp``, ``diverging``           log joint density of ``w``; divergences
+    ==================== ============================== ==========================================
+
+    The token check asks whether the token frequencies of the model's completions
+    are what a re-weighting of the personas would write (a novel behaviour shows
+    up as observed frequencies outside the replicated ones). The ``best_persona``
+    fallback compares how often each persona best explains a completion with how
+    often the fitted mixture would pick it; it is exact only when personas are
+    distinguishable from one completion (the classifier's errors blur it).
+    """
+    chains, draws, K = samples.shape
+    log_w = samples.log()  # [c, s, K]
+    marginal = torch.logsumexp(log_w[..., None, :] + doc_loglik, -1)  # [c, s, D]
+    prior = torch.distributions.Dirichlet(alpha.to(samples.dtype)).log_prob(samples)  # [c, s]
+    stats = {"lp": (prior + marginal.sum(-1)).numpy()}
+    if divergences is not None:
+        stats["diverging"] = np.asarray(divergences, dtype=bool)
+    thin = np.arange(0, draws, max(1, draws * chains // PPC_DRAWS))
+    gen = torch.Generator().manual_seed(seed)
+    w = samples[:, thin]  # [c, s', K]
+    D = doc_loglik.shape[0]
+    fresh = torch.multinomial(w.reshape(-1, K), D, replacement=True, generator=gen)  # [c * s', D]
+    fresh = fresh.reshape(chains, len(thin), D)  # a fresh persona per replicated completion
+    if components is not None:
+        if tokens is None or mask is None:
+            raise InputError("the token posterior predictive check needs components, tokens and mask together")
+        doc, pos = mask.nonzero(as_tuple=True)
+        doc, pos = doc[:ATTRIBUTION_PPC_TOKENS], pos[:ATTRIBUTION_PPC_TOKENS]  # [N]
+        logits = components[fresh[..., doc], doc, pos]  # [c, s', N, V]
+        probs = torch.softmax(logits.to(torch.float64), -1).reshape(-1, logits.shape[-1])
+        replicated = torch.multinomial(probs, 1, generator=gen).reshape(chains, len(thin), len(doc))
+        name, dim, observed = "tokens", "completion_token", tokens[doc, pos].numpy()
+    else:
+        name, dim = "best_persona", "completion"
+        observed, replicated = doc_loglik.argmax(-1).numpy(), fresh
+    post = {"w": samples.numpy()}
+    if persona is not None:
+        post["persona"] = np.asarray(persona)
+    idata = az.from_dict(
+        posterior=post,
+        log_likelihood={"completions": marginal.numpy()},
+        sample_stats=stats,
+        observed_data={name: observed},
+        dims={"w": ["persona_index"], "persona": ["completion"], "completions": ["completion"], name: [dim]},
+        attrs={"model": "attribution", "alpha": alpha.tolist()},
+    )
+    idata.extend(az.from_dict(posterior_predictive={name: replicated.numpy()}, dims={name: [dim]},
+                              coords={"draw": thin}))
+    return idata
+
+
+def mcse_mean(idata: az.InferenceData, var_name: str = "w") -> np.ndarray:
+    """Monte Carlo standard error of the posterior mean of every entry of ``var_name`` (``az.mcse``), unrounded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.asarray(az.mcse(idata, var_names=[var_name], method="mean")[var_name].values, dtype=np.float64)
+
+
+def plot_attribution_ppc(idata: az.InferenceData, num_pp_samples: int = 50):
+    """Posterior predictive check of an attribution (tokens or best persona); returns the Figure."""
+    name = "tokens" if "tokens" in idata.observed_data else "best_persona"
+    ax = az.plot_ppc(idata, var_names=[name], num_pp_samples=num_pp_samples, random_seed=0, show=False)
+    return np.asarray(ax).ravel()[0].figure
+
+
+# ----------------------------------------------------------------------------- held-out ELPD table
+
+
+def elpd_table(pointwise_draws: dict[str, Any], *, method: str = "stacking"):
+    """One ArviZ comparison table (``az.compare``) of candidates' held-out ELPD.
+
+    Parameters
+    ----------
+    pointwise_draws : dict
+        ``{candidate: [S, N] array}``: log-likelihood of each of the same ``N`` fresh
+        held-out documents under each of ``S`` posterior draws of the candidate.
+    method : str
+        ``az.compare``'s weighting: ``stacking`` (default; here it is stacking on
+        genuinely held-out densities), ``BB-pseudo-BMA`` or ``pseudo-BMA``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``az.compare``'s table, best first: ``rank``, ``elpd_loo``, ``p_loo``,
+        ``elpd_diff``, ``weight``, ``se``, ``dse``, ``warning``, ``scale``.
+
+    Notes
+    -----
+    No cross-validation happens: the documents are fresh, so each candidate's
+    ``elpd_loo`` column holds its held-out ``sum_d log mean_s p(y_d | theta_s)``
+    (:func:`inference.compare.heldout_elpd`), with ArviZ's ``se`` and, from the
+    pointwise values, ArviZ's ``elpd_diff`` and paired ``dse``. The ELPD is wrapped
+    in ``az.ELPDData`` with the fields ``az.loo`` produces so that ``az.compare``
+    (and ``az.plot_compare``) accept it; the column keeps ArviZ's ``loo`` label.
+    A point-estimate model (a fine-tuned network, an n-gram, the conditioned model
+    at known tables) enters with one draw (``S = 1``): its pointwise ELPD is its
+    log-likelihood. ``p_loo`` is 0 for every candidate: held-out data need no
+    correction for overfitting, so there is no effective number of parameters to
+    report. ``warning`` is True when some document has zero probability (``-inf``).
+    """
+    import xarray as xr
+
+    from inference.compare import heldout_elpd
+
+    if not pointwise_draws:
+        raise InputError("no candidate to compare")
+    elpds, sizes = {}, set()
+    for name, draws in pointwise_draws.items():
+        draws = np.asarray(torch.as_tensor(np.asarray(draws), dtype=torch.float64))
+        if draws.ndim == 1:
+            draws = draws[None, :]
+        elpd, se, pointwise = heldout_elpd(draws)
+        sizes.add(pointwise.shape[0])
+        elpds[name] = az.ELPDData(
+            data=[elpd, se, 0.0, draws.shape[0], pointwise.shape[0], bool(not np.isfinite(pointwise).all()),
+                  xr.DataArray(pointwise, dims=["document"], name="loo_i"), "log", 0.7],
+            index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i", "scale", "good_k"],
+        )
+    if len(sizes) != 1:
+        raise InputError(f"every candidate must score the same held-out documents, got counts {sorted(sizes)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return az.compare(elpds, ic="loo", method=method, scale="log")
