@@ -3,6 +3,8 @@
     psm simulate  --num-personas K --vocab-size V --order N --num-docs D --doc-len T --seed S --out DIR
     psm condition --personas P.npz --evidence E.npz --model global|mixture --method exact|svi|mcmc
                   --beta B --seed S --out DIR
+    psm run CONFIG.toml --out DIR        psm demo [--out DIR]        psm pretrain [CONFIG.toml] --out DIR
+    (the last three live in :mod:`inference.cli_experiments`)
 
 Every command parses and validates its arguments, calls the API
 (:mod:`models`, :func:`inference.condition.condition`,
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inference import cli_experiments, sbc
 from inference.outputs import atomic_output_dir, check_output_dir, write_json_atomic
 from models.errors import InputError
 from models.personas import MAX_TABLE_ENTRIES
@@ -288,6 +291,12 @@ def cmd_condition(args: argparse.Namespace) -> int:
 COMMANDS: list[Command] = [
     Command("simulate", "draw random Markov personas and simulate a corpus from them", add_simulate, cmd_simulate),
     Command("condition", "condition personas on evidence (exact, SVI or MCMC)", add_condition, cmd_condition),
+    Command("run", "run an experiment described by a TOML file", cli_experiments.add_run, cli_experiments.cmd_run),
+    Command("demo", "run the default experiment (in-support and novel evidence)", cli_experiments.add_demo,
+            cli_experiments.cmd_demo),
+    Command("pretrain", "pre-train the base model of a world and save its checkpoint", cli_experiments.add_pretrain,
+            cli_experiments.cmd_pretrain),
+    Command("sbc", "simulation-based calibration of a model and inference method", sbc.add_sbc, sbc.cmd_sbc),
 ]
 
 

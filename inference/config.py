@@ -39,8 +39,8 @@ class WorldConfig:
     num_personas: int = 6
     vocab_size: int = 24
     order: int = 1
-    concentration: float = 0.3
-    corpus_docs: int = 20_000
+    concentration: float = 0.2
+    corpus_docs: int = 100_000
     doc_len: int = 48
     heldout_contexts: int = 128
     seed: int = 0
@@ -53,9 +53,9 @@ class BaseConfig:
     n_layer: int = 2
     n_head: int = 4
     n_embd: int = 96
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 128
-    lr: float = 3e-3
+    lr: float = 6e-3
     p_tag: float = 0.5
     checkpoint: str = ""  # a checkpoint folder; "default" is the one shipped for the default world
 
@@ -69,7 +69,7 @@ class ArmConfig:
     num_docs: int = 64
     doc_len: int = 48
     prompt_len: int = 0  # tokens before this position are context, not evidence (SFT mask)
-    concentration: float = 0.3  # of the novel persona's rows
+    concentration: float = 0.2  # of the novel persona's rows
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,24 @@ class ExperimentConfig:
 
 
 def demo_config() -> ExperimentConfig:
-    """The ``psm demo`` experiment: the default world with the shipped base checkpoint."""
-    return ExperimentConfig(base=BaseConfig(checkpoint="default"))
+    """The ``psm demo`` experiment: the default world with the shipped base checkpoint.
+
+    With the environment variable ``PSM_SMOKE=1`` (the tests' switch, as for the
+    notebooks) every size except the world's tables is shrunk to run in seconds.
+    """
+    config = ExperimentConfig(base=BaseConfig(checkpoint="default"))
+    if os.environ.get("PSM_SMOKE") == "1":
+        config = dataclasses.replace(
+            config,
+            world=dataclasses.replace(config.world, heldout_contexts=16),
+            finetune=dataclasses.replace(config.finetune, steps=4, snapshots=(0, 2, 4), scratch_steps=5,
+                                         prequential_blocks=2, prequential_steps=2),
+            compare=dataclasses.replace(config.compare, bootstrap=20, attribution_completions=8,
+                                        attribution_samples=30, attribution_warmup=30, attribution_chains=2,
+                                        elpd_docs=8),
+            arms=tuple(dataclasses.replace(a, num_docs=8) for a in config.arms),
+        )
+    return config
 
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:

@@ -75,6 +75,13 @@ def posterior_to_arviz(posterior: Posterior, seed: int = 0) -> az.InferenceData:
         coords={"draw": thin},
     )
     idata.extend(ppc)
+    return _without_timestamps(idata)
+
+
+def _without_timestamps(idata: az.InferenceData) -> az.InferenceData:
+    """Drop ArviZ's ``created_at`` stamps so that the same seed gives the same file contents."""
+    for group in idata.groups():
+        idata[group].attrs.pop("created_at", None)
     return idata
 
 
@@ -270,7 +277,7 @@ def attribution_to_arviz(
     )
     idata.extend(az.from_dict(posterior_predictive={name: replicated.numpy()}, dims={name: [dim]},
                               coords={"draw": thin}))
-    return idata
+    return _without_timestamps(idata)
 
 
 def mcse_mean(idata: az.InferenceData, var_name: str = "w") -> np.ndarray:

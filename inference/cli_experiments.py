@@ -1,0 +1,114 @@
+"""The experiment commands of ``psm``: ``run``, ``demo`` and ``pretrain``.
+
+    psm run CONFIG.toml --out DIR [--seed S] [--quiet]
+    psm demo [--out DIR] [--seed S] [--quiet]
+    psm pretrain [CONFIG.toml] --out DIR [--seed S] [--quiet]
+
+``psm pretrain`` with no config regenerates the base checkpoint shipped for
+the default world (``models/data/base_default``)::
+
+    psm pretrain --out models/data/base_default
+
+They are registered in :data:`inference.cli.COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from inference.outputs import atomic_output_dir, check_output_dir, write_json_atomic
+
+DEMO_OUT = Path("runs/demo")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    from inference.cli import MAX_SEED, bounded_int
+
+    parser.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=None,
+                        help="seed of evidence, training and inference (default: the config's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, metavar="CONFIG.toml", help="experiment description (TOML)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    _add_common(parser)
+
+
+def add_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=DEMO_OUT, metavar="DIR", help=f"output folder (default {DEMO_OUT})")
+    _add_common(parser)
+
+
+def add_pretrain(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, nargs="?", metavar="CONFIG.toml",
+                        help="experiment whose [world] and [base] to use (default: the demo's)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="checkpoint folder")
+    _add_common(parser)
+
+
+def _config(args: argparse.Namespace, default):
+    from inference.config import load_config
+
+    config = default() if getattr(args, "config", None) is None else load_config(args.config)
+    return config if args.seed is None else dataclasses.replace(config, seed=args.seed)
+
+
+def _experiment(config, out: Path, quiet: bool) -> int:
+    from inference.cli import say
+    from inference.experiment import run_experiment
+    from inference.report import write_experiment
+
+    out = check_output_dir(out)
+    summary, arms, _ = run_experiment(config, progress=not quiet)
+    names = write_experiment(summary, arms, out)
+    lines = [f"ran {len(arms)} arm(s) ({', '.join(a.summary['arm'] for a in arms)}) with seed {config.seed} "
+             f"in {summary['timing']['seconds']:.1f} s; wrote {len(names)} files to {out}/:"]
+    lines += [f"  {out / 'summary.json'}  (every number)", f"  {out / 'report.md'}  (findings and figures)"]
+    for arm in summary["arms"]:
+        lines.append(f"  arm {arm['arm']}: E_true={_short(arm['exhaustiveness_true'][-1])}, "
+                     f"E_self={_short(arm['exhaustiveness_self'][-1])}, beta*={_short(arm['beta_star'][-1])}")
+    say("\n".join(lines))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the experiment described by a TOML file."""
+    config = _config(args, None)
+    return _experiment(config, args.out, args.quiet)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the default experiment (shipped base checkpoint, two arms)."""
+    from inference.config import demo_config
+
+    return _experiment(_config(args, demo_config), args.out, args.quiet)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Pre-train the base model of a world; write the checkpoint, the world and the base's scores."""
+    from inference.cli import say
+    from inference.config import demo_config
+    from inference.experiment import make_world, measure_base, pretrain_base
+    from models.transformer import save_checkpoint
+
+    config = _config(args, demo_config)
+    out = check_output_dir(args.out)
+    world = make_world(config.world)
+    model = pretrain_base(config, world, progress=not args.quiet)
+    scores = measure_base(model, world).summary
+    with atomic_output_dir(out) as tmp:
+        save_checkpoint(model, tmp)
+        (tmp / "world.json").write_text(json.dumps(dataclasses.asdict(config.world), indent=2) + "\n")
+        write_json_atomic(tmp / "base.json", {"base": dataclasses.asdict(config.base), "seed": config.seed, **scores})
+    say(f"pre-trained a {scores['num_parameters']:,}-parameter base for {config.base.steps} steps: held-out NLL "
+        f"{scores['heldout_nll']:.4f} vs Bayes-optimal {scores['bayes_optimal_nll']:.4f} nats/token; wrote "
+        f"{out}/model.safetensors, config.json, world.json, base.json")
+    return 0
+
+
+def _short(x) -> str:
+    return "undefined" if x is None or x != x else f"{x:.3f}"
