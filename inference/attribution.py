@@ -5,8 +5,13 @@ Completions ``y_d`` sampled from a fine-tuned model on held-out prompts
 
     w ~ Dirichlet(alpha)                    [K]
     for d in documents:
-        z_d ~ Categorical(w)                 (enumerated in parallel)
+        z_d ~ Categorical(w_h(c_d))          (enumerated in parallel)
         y_d | c_d, z_d  with log-likelihood doc_loglik[d, z_d]   (pyro.factor)
+
+with the in-context update of DESIGN.md §1, ``w_h(c_d) ∝ w_h p(c_d | h)``
+(``prompt_loglik [D, K] = log p(c_d | h)``; without it ``w_h(c) = w_h``, right
+only for empty or uninformative prompts). So ``w`` is the same object as the
+projection weights ``w*``: the persona prior the model behaves as if it had.
 
 The likelihood of each completion under each persona is the matrix
 ``doc_loglik [D, K] = log p(y_d | c_d, h)``: from persona tables through
@@ -62,7 +67,8 @@ def doc_loglik_from_logprobs(components: Tensor, tokens: Tensor, mask: Tensor) -
     return picked.sum(-1).T.contiguous()  # [n, K]
 
 
-def attribution_model(doc_loglik: Tensor, alpha: Tensor, marginalise: bool = False) -> Tensor:
+def attribution_model(doc_loglik: Tensor, alpha: Tensor, marginalise: bool = False,
+                      prompt_loglik: Tensor | None = None) -> Tensor:
     """Pyro model of persona attribution (module docstring).
 
     Sites: ``w`` [K] (Dirichlet), ``persona`` (enumerated, plate ``documents`` at
@@ -82,6 +88,8 @@ def attribution_model(doc_loglik: Tensor, alpha: Tensor, marginalise: bool = Fal
         ``[K]`` Dirichlet concentration.
     marginalise : bool
         Sum out the personas by hand instead of by enumeration.
+    prompt_loglik : Tensor, optional
+        ``[D, K]`` ``log p(c_d | h)``: the prompt updates the persona weights in context.
 
     Returns
     -------
@@ -89,12 +97,16 @@ def attribution_model(doc_loglik: Tensor, alpha: Tensor, marginalise: bool = Fal
         ``w``.
     """
     D, K = doc_loglik.shape
-    w = pyro.sample("w", dist.Dirichlet(alpha))  # [K]
+    w = pyro.sample("w", dist.Dirichlet(alpha))  # [K] (or batched [..., 1, K] by infer_discrete)
+    # log w_h + log p(c_d | h): each completion's persona weights after its prompt
+    logits = w.log() if prompt_loglik is None else w.log() + prompt_loglik  # [K] or [..., D, K]
     with pyro.plate("documents", D, dim=-1):
         if marginalise:
-            pyro.factor("completions", torch.logsumexp(w.log().unsqueeze(-2) + doc_loglik, -1))  # [D]
+            logits = logits.unsqueeze(-2) if prompt_loglik is None else logits  # [..., 1 or D, K]
+            in_context = torch.logsumexp(logits, -1)  # [..., D]: 0 without a prompt
+            pyro.factor("completions", torch.logsumexp(logits + doc_loglik, -1) - in_context)  # [D]
             return w
-        z = pyro.sample("persona", dist.Categorical(w), infer={"enumerate": "parallel"})  # [D] or [K, 1]
+        z = pyro.sample("persona", dist.Categorical(logits=logits), infer={"enumerate": "parallel"})  # [D] or [K, 1]
         pyro.factor("completions", Vindex(doc_loglik)[..., z])  # picks doc_loglik[d, z_d]: [D] or [K, D]
     return w
 
@@ -141,6 +153,7 @@ def attribute(
     components: Tensor | None = None,
     tokens: Tensor | None = None,
     mask: Tensor | None = None,
+    prompt_loglik: Tensor | None = None,
 ) -> Attribution:
     """Infer the persona weights ``w`` that explain a model's completions, with NUTS.
 
@@ -166,6 +179,9 @@ def attribute(
         check replicates the completion *tokens* (each drawn given its observed
         prefix); otherwise it replicates each completion's best-fitting persona
         (see :func:`inference.diagnostics.attribution_to_arviz`).
+    prompt_loglik : Tensor, optional
+        ``[D, K]`` ``log p(c_d | h)`` of each prompt: the in-context update of the
+        persona weights (module docstring). Leave it out for empty prompts.
 
     Returns
     -------
@@ -174,6 +190,11 @@ def attribute(
     from inference.diagnostics import attribution_to_arviz, convergence, mcse_mean
 
     doc_loglik, alpha = _check_inputs(doc_loglik, alpha)
+    if prompt_loglik is not None:
+        prompt_loglik = torch.as_tensor(prompt_loglik, dtype=torch.float64)
+        if prompt_loglik.shape != doc_loglik.shape or torch.isnan(prompt_loglik).any():
+            raise InputError(f"prompt_loglik must be [D, K] = {tuple(doc_loglik.shape)} without NaN, "
+                             f"got {tuple(prompt_loglik.shape)}")
     if min(num_chains, num_samples) < 1 or warmup < 0:
         raise InputError(f"need num_chains, num_samples >= 1 and warmup >= 0, got {num_chains}, {num_samples}, {warmup}")
     if components is not None:
@@ -185,19 +206,20 @@ def attribute(
             raise InputError(f"components must be [K, D, T, V] = {tuple(doc_loglik.T.shape)} + [T, V] with tokens "
                              f"and mask [D, T], got {tuple(components.shape)}")
     pyro.clear_param_store()
-    result = _run_nuts(doc_loglik, alpha, marginalise, num_chains, num_samples, warmup, seed, progress)
+    result = _run_nuts(doc_loglik, alpha, marginalise, prompt_loglik, num_chains, num_samples, warmup, seed,
+                       progress)
     samples = result.samples["w"].to(torch.float64)  # [chains, draws, K]
     idata = attribution_to_arviz(samples, doc_loglik, alpha=alpha, divergences=result.diverging, seed=seed,
                                  persona=result.discrete.get("persona"), components=components, tokens=tokens,
-                                 mask=mask)
+                                 mask=mask, prompt_loglik=prompt_loglik)
     diag = convergence(idata, var_names=["w"])
     mcse = torch.as_tensor(mcse_mean(idata, "w"), dtype=torch.float64)
     return Attribution(samples.mean((0, 1)), mcse, samples, diag["r_hat_max"], diag["ess_min"],
                        int(result.diverging.sum()), idata)
 
 
-def _run_nuts(doc_loglik: Tensor, alpha: Tensor, marginalise: bool, num_chains: int, num_samples: int,
-              warmup: int, seed: int, progress: bool):
+def _run_nuts(doc_loglik: Tensor, alpha: Tensor, marginalise: bool, prompt_loglik: Tensor | None,
+              num_chains: int, num_samples: int, warmup: int, seed: int, progress: bool):
     """NUTS through :func:`inference.mcmc.run_mcmc` (chains one after another, prior-draw starts).
 
     The gradients are of a ``[D, K]`` matrix: latency-bound, so intra-op threads are
@@ -209,7 +231,8 @@ def _run_nuts(doc_loglik: Tensor, alpha: Tensor, marginalise: bool, num_chains: 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return run_mcmc(attribution_model, (doc_loglik, alpha, marginalise), {}, seed=seed, progress=progress,
+        return run_mcmc(attribution_model, (doc_loglik, alpha, marginalise, prompt_loglik), {}, seed=seed,
+                        progress=progress,
                         num_chains=num_chains, num_samples=num_samples, warmup_steps=warmup)
     finally:
         torch.set_num_threads(threads)

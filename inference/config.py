@@ -66,7 +66,7 @@ class ArmConfig:
 
     name: str = "in_support"
     persona: int | str = 2  # index of a known persona, or "novel"
-    num_docs: int = 64
+    num_docs: int = 1024
     doc_len: int = 48
     prompt_len: int = 0  # tokens before this position are context, not evidence (SFT mask)
     concentration: float = 0.2  # of the novel persona's rows
@@ -78,27 +78,28 @@ class FinetuneConfig:
 
     method: str = "full"
     steps: int = 60
-    lr: float = 1e-3
+    lr: float = 3e-4
     batch_size: int = 32
     snapshots: tuple[int, ...] = (0, 5, 10, 20, 40, 60)
     rank: int = 4
     k: int = 100
-    scratch_steps: int = 300
+    scratch_steps: int = 150
     prequential_blocks: int = 4
-    prequential_steps: int = 20
+    prequential_steps: int = 15
 
 
 @dataclass(frozen=True)
 class CompareConfig:
     """The comparisons of DESIGN.md §3."""
 
-    betas: tuple[float, ...] = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0)
+    # the posterior moves from prior to one persona over beta * n_tokens ~ 1 .. 100: a log grid
+    betas: tuple[float, ...] = (0.0, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 0.1, 1.0)
     bootstrap: int = 200
     attribution_completions: int = 48
     attribution_prompt_len: int = 8
-    attribution_samples: int = 250
-    attribution_warmup: int = 250
-    attribution_chains: int = 4
+    attribution_samples: int = 300
+    attribution_warmup: int = 300
+    attribution_chains: int = 2
     elpd_docs: int = 64
 
 

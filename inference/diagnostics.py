@@ -210,6 +210,7 @@ def attribution_to_arviz(
     components: torch.Tensor | None = None,
     tokens: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    prompt_loglik: torch.Tensor | None = None,
 ) -> az.InferenceData:
     """``InferenceData`` of a persona attribution (:func:`inference.attribution.attribute`).
 
@@ -240,18 +241,19 @@ def attribution_to_arviz(
     distinguishable from one completion (the classifier's errors blur it).
     """
     chains, draws, K = samples.shape
-    log_w = samples.log()  # [c, s, K]
-    marginal = torch.logsumexp(log_w[..., None, :] + doc_loglik, -1)  # [c, s, D]
+    # persona weights of each completion after its prompt: log w_h + log p(c_d | h), normalised
+    logits = samples.log()[..., None, :] + (0.0 if prompt_loglik is None else prompt_loglik)  # [c, s, D or 1, K]
+    logits = logits - torch.logsumexp(logits, -1, keepdim=True)
+    marginal = torch.logsumexp(logits + doc_loglik, -1)  # [c, s, D]
     prior = torch.distributions.Dirichlet(alpha.to(samples.dtype)).log_prob(samples)  # [c, s]
     stats = {"lp": (prior + marginal.sum(-1)).numpy()}
     if divergences is not None:
         stats["diverging"] = np.asarray(divergences, dtype=bool)
     thin = np.arange(0, draws, max(1, draws * chains // PPC_DRAWS))
     gen = torch.Generator().manual_seed(seed)
-    w = samples[:, thin]  # [c, s', K]
     D = doc_loglik.shape[0]
-    fresh = torch.multinomial(w.reshape(-1, K), D, replacement=True, generator=gen)  # [c * s', D]
-    fresh = fresh.reshape(chains, len(thin), D)  # a fresh persona per replicated completion
+    probs = logits[:, thin].exp().expand(chains, len(thin), D, K).reshape(-1, K)  # [c * s' * D, K]
+    fresh = torch.multinomial(probs, 1, generator=gen).reshape(chains, len(thin), D)  # a fresh persona per completion
     if components is not None:
         if tokens is None or mask is None:
             raise InputError("the token posterior predictive check needs components, tokens and mask together")

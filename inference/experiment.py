@@ -271,18 +271,24 @@ def run_experiment(config: ExperimentConfig, progress: bool = True, base_model: 
 
 
 def _attribute(model: PersonaLM, world: World, c, seed: int, progress: bool):
-    """NUTS attribution of a model's completions on held-out prompts to the true personas."""
+    """NUTS attribution of a model's completions on held-out prompts to the true personas.
+
+    Each prompt updates the persona weights in context (``w_h(c) ∝ w_h p(c | h)``), so the
+    inferred ``w`` is comparable with the projection weights ``w*``.
+    """
     prompts = world.heldout[: c.attribution_completions, : c.attribution_prompt_len]
-    T = world.config.doc_len
+    T, V, order = world.config.doc_len, world.config.vocab_size, world.config.order
     tokens = sample_completions(model, prompts, T - c.attribution_prompt_len, seed=seed)  # [m, T]
-    mask = torch.arange(T).expand_as(tokens) >= c.attribution_prompt_len
-    evidence = make_evidence(tokens.numpy(), mask.numpy())
-    counts = count_transitions(evidence, world.config.vocab_size, world.config.order)
-    doc_loglik = counts.loglik(world.personas.log_table()[:, None, :]).T  # [m, K]
+    completion = torch.arange(T).expand_as(tokens) >= c.attribution_prompt_len  # [m, T]
+    log_table = world.personas.log_table()[:, None, :]  # [K, 1, F]
+
+    def loglik(mask: Tensor) -> Tensor:  # [m, K]
+        return count_transitions(Evidence(tokens, mask), V, order).loglik(log_table).T
+
     components = compare.persona_logprobs(world.personas, tokens)
-    return attribute(doc_loglik, 1.0, num_chains=c.attribution_chains, num_samples=c.attribution_samples,
-                     warmup=c.attribution_warmup, seed=seed, progress=progress,
-                     components=components, tokens=tokens, mask=mask)
+    return attribute(loglik(completion), 1.0, num_chains=c.attribution_chains, num_samples=c.attribution_samples,
+                     warmup=c.attribution_warmup, seed=seed, progress=progress, components=components,
+                     tokens=tokens, mask=completion, prompt_loglik=loglik(~completion))
 
 
 def _heldout_elpd(config, world, base, final, evidence, fresh, posteriors, progress):

@@ -55,6 +55,25 @@ def test_enumerated_and_hand_marginalised_models_have_one_density(completions):
         torch.testing.assert_close(-marg_fn(u), by_hand, rtol=1e-10, atol=1e-8)
 
 
+def test_prompts_update_the_persona_weights_in_context(completions):
+    """With prompts, P(z_d = h | w, c_d) ∝ w_h p(c_d | h): both models give log sum_h w_h(c_d) p(y_d | c_d, h)."""
+    personas, tokens, mask, components, doc_loglik = completions
+    prompt_loglik = doc_loglik_from_logprobs(components, tokens, ~mask)  # [D, K] log p(c_d | h)
+    alpha = torch.tensor([0.5, 1.0, 2.0, 1.5], dtype=torch.float64)
+    args = (doc_loglik, alpha)
+    _, enum_fn, transforms, _ = initialize_model(attribution_model, args + (False, prompt_loglik), max_plate_nesting=1)
+    _, marg_fn, _, _ = initialize_model(attribution_model, args + (True, prompt_loglik), max_plate_nesting=1)
+    _, plain_fn, _, _ = initialize_model(attribution_model, args + (True,), max_plate_nesting=1)
+    u = {"w": torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)}
+    w = transforms["w"].inv(u["w"])
+    jac = transforms["w"].inv.log_abs_det_jacobian(u["w"], w)
+    joint = torch.logsumexp(w.log() + prompt_loglik + doc_loglik, -1) - torch.logsumexp(w.log() + prompt_loglik, -1)
+    by_hand = torch.distributions.Dirichlet(alpha).log_prob(w) + jac + joint.sum()
+    torch.testing.assert_close(-enum_fn(u), by_hand, rtol=1e-10, atol=1e-8)
+    torch.testing.assert_close(-marg_fn(u), by_hand, rtol=1e-10, atol=1e-8)
+    assert not torch.isclose(-plain_fn(u), by_hand)  # the prompt matters here
+
+
 def test_attribution_concentrates_on_the_writing_persona_and_matches_the_exact_posterior(completions):
     personas, tokens, mask, components, doc_loglik = completions
     # alpha = 3 keeps the small weights off the simplex's edge, where NUTS mixes slowly: R-hat
