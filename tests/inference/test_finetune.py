@@ -214,39 +214,42 @@ def test_train_from_scratch_learns_the_evidence(world):
 
 _SCRIPT = textwrap.dedent(
     """
-    import json, sys, time
+    import sys, time
     import safetensors.torch, torch
-    torch.set_num_threads(1)
     import models.transformer as mt
     from inference.finetune import finetune, pretrain
     from models.counts import make_evidence
 
-    kind, out, ckpt, slow = sys.argv[1], sys.argv[2], sys.argv[3] or None, float(sys.argv[4])
-    resume = sys.argv[5] == "1"
-    forward = mt.PersonaLM.forward
-    def slow_forward(self, idx, targets=None):  # slows the killed run down; numerics unchanged
-        time.sleep(slow)
-        return forward(self, idx, targets)
-    mt.PersonaLM.forward = slow_forward
-    generator = torch.Generator().manual_seed(2)
-    tokens, persona = torch.randint(6, (200, 8), generator=generator), torch.randint(2, (200,), generator=generator)
-    config = mt.TransformerConfig(6, 2, 9, n_layer=1, n_head=2, n_embd=16, dropout=0.1)
-    opts = dict(checkpoint_dir=ckpt, checkpoint_every=5 if ckpt else None, resume=resume)
-    if kind == "pretrain":
-        model, history = pretrain(config, tokens, persona, steps=40, batch_size=16, seed=3, **opts)
-        state, losses, resumed_from = model.state_dict(), history.losses, history.resumed_from
-    else:
-        mt.PersonaLM.forward = forward
+    def run(kind, ckpt, resume):
+        generator = torch.Generator().manual_seed(2)
+        tokens = torch.randint(6, (200, 8), generator=generator)
+        persona = torch.randint(2, (200,), generator=generator)
+        config = mt.TransformerConfig(6, 2, 9, n_layer=1, n_head=2, n_embd=16, dropout=0.1)
+        opts = dict(checkpoint_dir=ckpt, checkpoint_every=5 if ckpt else None, resume=resume)
+        if kind == "pretrain":
+            model, history = pretrain(config, tokens, persona, steps=40, batch_size=16, seed=3, **opts)
+            state, resumed_from = model.state_dict(), history.resumed_from
+            state["losses"] = history.losses
+            return state, resumed_from
         base, _ = pretrain(config, tokens, persona, steps=5, batch_size=16, seed=3)
-        mt.PersonaLM.forward = slow_forward
         evidence = make_evidence(tokens[:24].numpy())
         result = finetune(base, evidence, method="lora", steps=40, lr=1e-2, batch_size=8,
                           snapshot_steps=[0, 3, 22, 40], seed=4, **opts)
         state = {f"{s}.{k}": v for s, m in result.snapshots.items() for k, v in m.state_dict().items()}
-        losses, resumed_from = result.losses, result.resumed_from
-    state["losses"] = losses
-    print(f"resumed_from={resumed_from}")
-    safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, out)
+        state["losses"] = result.losses
+        return state, result.resumed_from
+
+    if __name__ == "__main__":
+        torch.set_num_threads(1)
+        kind, out, ckpt, slow, resume = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5] == "1"
+        forward = mt.PersonaLM.forward
+        def slow_forward(self, idx, targets=None):  # slows the run that gets killed; numerics unchanged
+            time.sleep(slow)
+            return forward(self, idx, targets)
+        mt.PersonaLM.forward = slow_forward
+        state, resumed_from = run(kind, ckpt, resume)
+        print(f"resumed_from={resumed_from}")
+        safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, out)
     """
 )
 
@@ -258,11 +261,13 @@ def test_run_killed_midway_and_resumed_matches_uninterrupted(tmp_path, kind):
     ckpt = tmp_path / "ckpt"
     env = dict(os.environ, OMP_NUM_THREADS="1")
 
-    def command(out, ckpt_dir, slow, resume):
-        return [sys.executable, str(script), kind, str(tmp_path / out), str(ckpt_dir or ""), str(slow), resume]
+    def command(out, slow, resume):
+        return [sys.executable, str(script), kind, str(tmp_path / out), str(ckpt), str(slow), resume]
 
-    straight = subprocess.Popen(command("straight.st", None, 0, "0"), env=env)
-    killed = subprocess.Popen(command("killed.st", ckpt, 0.05, "0"), env=env)
+    killed = subprocess.Popen(command("killed.st", 0.05, "0"), env=env)
+    namespace = {"__name__": "train"}
+    exec(compile(_SCRIPT, str(script), "exec"), namespace)
+    expected, _ = namespace["run"](kind, None, False)  # the uninterrupted run, here (one thread, like the script)
     deadline = time.monotonic() + 60
     while not list(ckpt.glob("step-*/state.json")):
         assert killed.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
@@ -272,14 +277,12 @@ def test_run_killed_midway_and_resumed_matches_uninterrupted(tmp_path, kind):
     assert not (tmp_path / "killed.st").exists()
     steps_done = max(int(p.parent.name.split("-")[1]) for p in ckpt.glob("step-*/state.json"))
     assert 5 <= steps_done < 40
-    resumed = subprocess.run(command("resumed.st", ckpt, 0, "1"), env=env, capture_output=True, text=True)
+    resumed = subprocess.run(command("resumed.st", 0, "1"), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed_from={steps_done}" in resumed.stdout
-    assert straight.wait() == 0
-    a = safetensors.torch.load_file(str(tmp_path / "straight.st"))
-    b = safetensors.torch.load_file(str(tmp_path / "resumed.st"))
-    assert a.keys() == b.keys() and len(a["losses"]) == 40
-    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    got = safetensors.torch.load_file(str(tmp_path / "resumed.st"))
+    assert got.keys() == expected.keys() and len(got["losses"]) == 40
+    assert all(torch.equal(got[k], expected[k]) for k in got), [k for k in got if not torch.equal(got[k], expected[k])]
 
 
 def test_resume_refuses_a_checkpoint_of_another_run(world, tmp_path):
