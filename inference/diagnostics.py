@@ -180,17 +180,51 @@ def plot_trace(idata: az.InferenceData, var_names: list[str] | None = None, kind
     return np.asarray(axes).ravel()[0].figure
 
 
-def plot_rank(idata: az.InferenceData, var_names: list[str] | None = None):
-    """Rank plot (one panel per chain overlay) of the continuous variables; returns the Figure."""
+def plot_rank(idata: az.InferenceData, var_names: list[str] | None = None, title: str | None = None):
+    """Rank plot (chains overlaid, one panel per entry) of the continuous variables; returns the Figure."""
     names = var_names or [v for v in ("w", "persona_probs") if v in idata.posterior]
-    axes = az.plot_rank(idata, var_names=names, kind="vlines", show=False)
-    return np.asarray(axes).ravel()[0].figure
+    size = sum(int(np.prod(idata.posterior[v].shape[2:])) for v in names)
+    cols = min(size, 3)
+    axes = az.plot_rank(idata, var_names=names, kind="vlines", show=False,
+                        figsize=(3.3 * cols, 2.6 * -(-size // cols)))
+    fig = np.asarray(axes).ravel()[0].figure
+    fig.suptitle(title or "rank plot: uniform ranks in every chain mean the chains agree")
+    fig.tight_layout()
+    return fig
 
 
-def plot_ppc(idata: az.InferenceData, num_pp_samples: int = 50):
-    """Posterior predictive check of the evidence tokens; returns the Figure."""
-    ax = az.plot_ppc(idata, var_names=["tokens"], num_pp_samples=num_pp_samples, random_seed=0, show=False)
-    return np.asarray(ax).ravel()[0].figure
+def plot_ppc(idata: az.InferenceData, title: str | None = None):
+    """Posterior predictive check of the evidence tokens (see :func:`plot_frequency_ppc`)."""
+    return plot_frequency_ppc(idata, "tokens", title or "posterior predictive check: evidence tokens")
+
+
+def plot_frequency_ppc(idata: az.InferenceData, name: str, title: str = "posterior predictive check"):
+    """Frequency of every value of a discrete variable: observed against replicated.
+
+    Bars are the observed frequencies; dots with bars are the median and 90% interval
+    of the replicated frequencies over posterior draws. Observed bars outside the
+    intervals are what the model does not reproduce. Returns the Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    observed = np.asarray(idata.observed_data[name].values).ravel().astype(np.int64)
+    replicated = np.asarray(idata.posterior_predictive[name].values).astype(np.int64)  # [chain, draw, N]
+    replicated = replicated.reshape(-1, replicated.shape[-1])  # [draws, N]
+    size = int(max(observed.max(), replicated.max())) + 1
+    obs_freq = np.bincount(observed, minlength=size) / len(observed)
+    rep_freq = np.stack([np.bincount(r, minlength=size) for r in replicated]) / replicated.shape[1]  # [draws, size]
+    lo, mid, hi = np.quantile(rep_freq, [0.05, 0.5, 0.95], axis=0)
+    outside = int(((obs_freq < lo) | (obs_freq > hi)).sum())
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.28 * size + 2), 3.4))
+    values = np.arange(size)
+    ax.bar(values, obs_freq, color="lightgrey", edgecolor="black", label="observed")
+    ax.errorbar(values, mid, yerr=[mid - lo, hi - mid], fmt="o", color="tab:orange", ms=3, capsize=2,
+                label="replicated: median, 90% interval")
+    ax.set(xlabel=name.replace("_", " "), ylabel="frequency",
+           title=f"{title}\n{outside} of {size} values outside the 90% interval ({replicated.shape[0]} draws)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 # ----------------------------------------------------------------------------- persona attribution
@@ -289,11 +323,10 @@ def mcse_mean(idata: az.InferenceData, var_name: str = "w") -> np.ndarray:
         return np.asarray(az.mcse(idata, var_names=[var_name], method="mean")[var_name].values, dtype=np.float64)
 
 
-def plot_attribution_ppc(idata: az.InferenceData, num_pp_samples: int = 50):
-    """Posterior predictive check of an attribution (tokens or best persona); returns the Figure."""
+def plot_attribution_ppc(idata: az.InferenceData, title: str | None = None):
+    """Posterior predictive check of an attribution (completion tokens, or best persona); returns the Figure."""
     name = "tokens" if "tokens" in idata.observed_data else "best_persona"
-    ax = az.plot_ppc(idata, var_names=[name], num_pp_samples=num_pp_samples, random_seed=0, show=False)
-    return np.asarray(ax).ravel()[0].figure
+    return plot_frequency_ppc(idata, name, title or "attribution: posterior predictive check")
 
 
 # ----------------------------------------------------------------------------- held-out ELPD table

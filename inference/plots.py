@@ -18,19 +18,22 @@ from matplotlib.figure import Figure  # noqa: E402
 
 def kl_curves(arm: dict[str, Any], curves: dict[str, Any], base: dict[str, Any]) -> Figure:
     """KL of each snapshot to the base and to the conditioned predictive; residuals; ``beta*``."""
-    steps = [0] + arm["steps"]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax.plot(steps, [0.0] + arm["kl_to_base"], "o-", label=r"KL($q_s$ || $q_0$)")
+    steps = arm["steps"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, 3.9))
     kl_b = np.asarray(curves["kl_by_beta"])  # [steps, betas]
-    ax.plot(arm["steps"], kl_b.min(1), "s-", label=r"KL($q_s$ || $p_{D,\beta^*}$)")
-    ax.plot(arm["steps"], curves["kl_to_conditioned_beta1"], "^--", label=r"KL($q_s$ || $p_{D,\beta=1}$)")
-    ax.plot(steps, [base["floor_true"]] + arm["residual_true"], "d-", label=r"residual $r_{true}(s)$")
-    ax.plot(steps, [base["floor_self"]] + arm["residual_self"], "v-", label=r"residual $r_{self}(s)$")
-    ax.set(xlabel="fine-tuning step s", ylabel="nats per held-out position", title=f"arm {arm['arm']}: divergences")
-    ax.legend(fontsize=8)
-    bx.plot(arm["steps"], arm["beta_star"], "o-")
-    bx.set(xlabel="fine-tuning step s", ylabel=r"$\beta^*(s)$", title="evidence strength that fits each snapshot",
-           yscale="symlog", ylim=(0, None))
+    ax.plot(steps, arm["kl_to_base"], "o-", label=r"KL($q_s$ || $q_0$): change from the base")
+    ax.plot(steps, kl_b.min(1), "s-", label=r"KL($q_s$ || $p_{D,\beta^*}$): best conditioned model")
+    ax.plot(steps, curves["kl_to_conditioned_beta1"], "^--", label=r"KL($q_s$ || $p_{D,\beta=1}$): exact Bayes")
+    ax.plot([0] + steps, [base["floor_true"]] + arm["residual_true"], "d-", label=r"residual $r_{true}(s)$")
+    ax.plot([0] + steps, [base["floor_self"]] + arm["residual_self"], "v-", label=r"residual $r_{self}(s)$")
+    ax.set(xlabel="fine-tuning step s", ylabel="nats per held-out position (log scale)", yscale="log",
+           title=f"arm {arm['arm']}: how far each snapshot is from ...")
+    ax.legend(fontsize=7)
+    positive = [b for b in curves["betas"] if b > 0]
+    bx.plot(steps, arm["beta_star"], "o-")
+    bx.set_yscale("symlog", linthresh=min(positive))
+    bx.set(xlabel="fine-tuning step s", ylabel=r"$\beta^*(s)$ (symlog)", ylim=(0, max(positive)),
+           title=rf"fitted evidence strength ($n$ = {arm['evidence_tokens']:,} tokens)")
     fig.tight_layout()
     return fig
 

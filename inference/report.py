@@ -32,8 +32,10 @@ def write_experiment(summary: dict[str, Any], arms: list, out: str | Path) -> li
                 f"{arm['arm']}_finetune_loss.png": plots.finetune_losses(result.curves, arm),
             }
             attribution = result.idata[f"{arm['arm']}_attribution.nc"]
-            figures[f"{arm['arm']}_attribution_rank.png"] = diagnostics.plot_rank(attribution, ["w"])
-            figures[f"{arm['arm']}_attribution_ppc.png"] = diagnostics.plot_attribution_ppc(attribution)
+            figures[f"{arm['arm']}_attribution_rank.png"] = diagnostics.plot_rank(
+                attribution, ["w"], title=f"arm {arm['arm']}: attribution NUTS chains (rank plot of w)")
+            figures[f"{arm['arm']}_attribution_ppc.png"] = diagnostics.plot_attribution_ppc(
+                attribution, title=f"arm {arm['arm']}: completion tokens against the attributed persona mixture")
             for name, fig in figures.items():
                 fig.savefig(tmp / name, dpi=110)
                 plots.close(fig)
