@@ -62,6 +62,9 @@ ENGINE_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "num_samples": ("num_samples", ("svi", "mcmc")),
     "num_chains": ("num_chains", ("mcmc",)),
     "warmup": ("warmup_steps", ("mcmc",)),
+    "checkpoint_dir": ("checkpoint_dir", ("svi", "mcmc")),
+    "checkpoint_every": ("checkpoint_every", ("svi", "mcmc")),
+    "resume": ("resume", ("svi", "mcmc")),
 }
 
 
@@ -231,6 +234,12 @@ def add_condition(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--lr", type=positive_float, default=None, help="SVI learning rate")
     engine.add_argument("--guide", default=None, help="SVI guide (see inference.svi)")
     engine.add_argument("--subsample-size", type=bounded_int(1), default=None, help="SVI minibatch of documents")
+    engine.add_argument("--checkpoint-dir", type=Path, default=None, metavar="DIR",
+                        help="write checkpoints into DIR (with --checkpoint-every)")
+    engine.add_argument("--checkpoint-every", type=bounded_int(1, MAX_STEPS), default=None, metavar="N",
+                        help="checkpoint every N SVI steps / every N finished MCMC chains (and at the end)")
+    engine.add_argument("--resume", action="store_true", default=None,
+                        help="continue from the newest checkpoint in --checkpoint-dir (a fresh run if none)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

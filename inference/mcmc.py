@@ -39,10 +39,31 @@ multimodal learned personas).
 
 Diagnostics use Pyro's ``split_gelman_rubin`` and ``effective_sample_size``
 over every entry of every continuous latent (the max R-hat and the min ESS).
+
+Long runs: checkpoints are taken at *chain* granularity. With
+``checkpoint_dir`` and ``checkpoint_every=N``, after every ``N``-th finished
+chain and after the last one, the draws, divergences, acceptance rate and step
+size of every finished chain and the torch, Python and NumPy RNG states are
+saved through :mod:`inference.checkpoints` (``mcmc-<chains done>/``;
+safetensors and JSON, no pickle). ``resume=True`` loads the newest checkpoint
+(a fresh run when there is none), skips the finished chains and re-runs the
+interrupted chain from its start. Each chain reseeds the global RNGs from its
+own ``SeedSequence`` word before it starts, so a chain's draws do not depend
+on whether earlier chains ran in this process, and the RNG states restored
+from the checkpoint are those an uninterrupted run has before the discrete
+recovery: the result is bit for bit that of an uninterrupted run (same machine
+and thread count), at the cost of redoing at most one chain. Mid-chain
+checkpoints are not taken: Pyro's ``MCMC`` keeps the NUTS adaptation state
+(dual-averaging step size, Welford mass-matrix estimates, adaptation windows)
+in private kernel attributes with no public save/restore. ``init="svi"``
+recomputes its (seeded, deterministic) SVI starts when chains remain to run.
+A checkpoint of a run with other options, seed, model or data is refused
+(:class:`~models.errors.InputError`).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +81,7 @@ from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 from torch import Tensor
 from torch.nn import functional as F
 
+from inference.checkpoints import fingerprint, open_checkpoints, rng_state, set_rng_state
 from inference.svi import (
     MAX_PLATE_NESTING,
     check_int,
@@ -101,7 +123,9 @@ class MCMCResult:
         ``sampling_seconds`` (set-up, SVI initialisation and NUTS) and ``discrete_seconds``
         (``infer_discrete``).
     seconds : float
-        Wall time of the whole run.
+        Wall time of this call.
+    resumed_from : int or None
+        Finished chains loaded from a checkpoint (None: the call started afresh).
     """
 
     samples: dict[str, Tensor]
@@ -109,6 +133,7 @@ class MCMCResult:
     diverging: Tensor
     diagnostics: dict[str, Any]
     seconds: float
+    resumed_from: int | None = None
 
 
 def run_mcmc(
@@ -126,6 +151,9 @@ def run_mcmc(
     max_tree_depth: int = 10,
     potential: str = "auto",
     svi_steps: int = 500,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
     **unknown: Any,
 ) -> MCMCResult:
     """Sample the continuous latents of ``model(*args, **model_kwargs)`` with NUTS.
@@ -153,6 +181,14 @@ def run_mcmc(
         Which potential (module docstring).
     svi_steps : int
         SVI steps of ``init="svi"``.
+    checkpoint_dir : path, optional
+        Folder of the checkpoints (``mcmc-<chains done>/``; the newest two are kept).
+    checkpoint_every : int, optional
+        Save a checkpoint every this many finished *chains* (and after the last);
+        chains are the unit, see the module docstring.
+    resume : bool
+        Continue from the newest checkpoint in ``checkpoint_dir``: finished chains
+        are loaded, the interrupted one re-runs from its start.
 
     Returns
     -------
@@ -161,7 +197,8 @@ def run_mcmc(
     Raises
     ------
     InputError
-        For an unknown option or a bad value.
+        For an unknown option or a bad value, or a checkpoint that is damaged or
+        from a different run.
     """
     check_unknown_options("MCMC", unknown, run_mcmc)
     num_chains = check_int("num_chains", num_chains, 1)
@@ -183,15 +220,38 @@ def run_mcmc(
     if potential == "marginal" and model is not persona_model:
         raise InputError("potential 'marginal' is written for models.mixture.persona_model; use 'enumerate'")
 
+    def run() -> dict[str, Any]:  # the fingerprint a checkpoint must carry (hashes the data: only when used)
+        return {
+            "engine": "mcmc", "seed": seed, "num_chains": num_chains, "num_samples": num_samples,
+            "warmup_steps": warmup_steps, "init": init, "target_accept_prob": target_accept_prob,
+            "max_tree_depth": max_tree_depth, "potential": potential, "svi_steps": svi_steps if init == "svi" else None,
+            "model": fingerprint(model), "data": fingerprint(args, model_kwargs),
+        }
+
+    store = open_checkpoints(checkpoint_dir, checkpoint_every, resume, kind="mcmc", run=run)
+
     start = time.perf_counter()
     sites = latent_sites(model, args, model_kwargs)
-    hand = persona_potential(*args, **model_kwargs) if potential == "marginal" else None
-    starts = _svi_starts(model, args, model_kwargs, seed, num_chains, svi_steps) if init == "svi" else None
-
     chains: list[dict[str, Tensor]] = []
     diverging = torch.zeros(num_chains, num_samples, dtype=torch.bool)
-    accept, step_size = [], []
+    accept: list[float] = []
+    step_size: list[float] = []
+    resumed_from = None
+    latest = store.latest() if store is not None and resume else None
+    if latest is not None:
+        resumed_from, state = latest
+        chains, accept, step_size = _restore_chains(state, diverging, list(sites.continuous), store.directory)
+        if len(chains) != resumed_from:
+            raise InputError(f"{store.directory}: damaged MCMC checkpoint ({len(chains)} chains at {resumed_from})")
+    hand = persona_potential(*args, **model_kwargs) if potential == "marginal" else None
+    todo = len(chains) < num_chains
+    starts = _svi_starts(model, args, model_kwargs, seed, num_chains, svi_steps) if init == "svi" and todo else None
+    if latest is not None:
+        set_rng_state(state["rng"], store.directory)  # what an uninterrupted run holds after the last saved chain
+
     for c, chain_seed in enumerate(np.random.SeedSequence(seed).generate_state(num_chains)):
+        if c < len(chains):
+            continue  # finished before the checkpoint
         pyro.set_rng_seed(int(chain_seed))
         start_value = None if starts is None else {k: v[c] for k, v in starts.items()}
         options = dict(target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth)
@@ -213,6 +273,9 @@ def run_mcmc(
         diverging[c, torch.as_tensor(info["divergences"], dtype=torch.long)] = True
         accept.append(float(info["acceptance rate"]))
         step_size.append(float(kernel.step_size))
+        if store is not None and (store.due(c + 1) or c + 1 == num_chains):
+            store.save(c + 1, {"chains": chains, "diverging": diverging[: c + 1], "acceptance_rate": accept,
+                               "step_size": step_size, "rng": rng_state()})
     samples = {name: torch.stack([chain[name] for chain in chains]) for name in sites.continuous}  # [c, s, ...]
     sampled = time.perf_counter()
 
@@ -227,7 +290,28 @@ def run_mcmc(
         sampling_seconds=sampled - start, discrete_seconds=end - sampled,
     )
     return MCMCResult(samples=samples, discrete=discrete, diverging=diverging, diagnostics=diagnostics,
-                      seconds=end - start)
+                      seconds=end - start, resumed_from=resumed_from)
+
+
+def _restore_chains(state: dict[str, Any], diverging: Tensor, names: list[str], where: os.PathLike
+                    ) -> tuple[list[dict[str, Tensor]], list[float], list[float]]:
+    """The finished chains of a checkpoint (their draws, acceptance rates, step sizes); fills ``diverging``."""
+    num_chains, num_samples = diverging.shape
+    try:
+        chains, accept, step_size = state["chains"], state["acceptance_rate"], state["step_size"]
+        done = len(chains)
+        flags = state["diverging"]
+        ok = (1 <= done <= num_chains and len(accept) == len(step_size) == done
+              and flags.shape == (done, num_samples) and flags.dtype == torch.bool
+              and all(set(chain) == set(names) and all(v.shape[:1] == (num_samples,) for v in chain.values())
+                      for chain in chains))
+        if ok:
+            diverging[:done] = flags
+            return chains, [float(a) for a in accept], [float(h) for h in step_size]
+    except (KeyError, TypeError, AttributeError, ValueError):
+        pass
+    raise InputError(f"{where}: damaged MCMC checkpoint (its chains do not match {num_chains} chains of "
+                     f"{num_samples} draws of {', '.join(names)})")
 
 
 def chain_diagnostics(samples: dict[str, Tensor]) -> dict[str, Any]:

@@ -40,6 +40,22 @@ trigger; ``tol=0`` always runs every step.
 Minibatching: ``subsample_size=B`` scores ``B`` random documents per step (the
 model's ``documents`` plate subsamples and rescales by ``D / B``); draws and
 discrete recovery always use every document.
+
+Long runs: with ``checkpoint_dir`` and ``checkpoint_every=N`` the state after
+every ``N``-th step, and after the last step of training, is saved through
+:mod:`inference.checkpoints` (tensors in safetensors, the rest in JSON, no
+pickle): the step, the unconstrained guide parameters of the Pyro param store,
+the optimiser state (``PyroOptim.get_state()``: per-parameter Adam moments and
+step, decayed learning rate), the losses so far, the convergence-rule state and
+the torch, Python and NumPy RNG states. ``resume=True`` continues from the
+newest checkpoint (a fresh run when there is none): the guide is built, its
+parameters are overwritten in place with the saved ones, the optimiser state
+is handed to Pyro (loaded when each parameter's optimiser is created) and the
+RNG states are restored last, so the remaining steps, the guide draws and the
+discrete recovery are bit for bit those of an uninterrupted run (same machine
+and thread count). A checkpoint of a run with other options, seed, model or
+data is refused (:class:`~models.errors.InputError`); a checkpoint written when
+training had ended resumes straight to the draws.
 """
 
 from __future__ import annotations
@@ -47,6 +63,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -63,6 +80,13 @@ from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from inference.checkpoints import (
+    Checkpoints,
+    fingerprint,
+    open_checkpoints,
+    rng_state,
+    set_rng_state,
+)
 from models.errors import InputError
 
 GUIDES = ("auto", "dirichlet", "delta", "normal", "mvn")
@@ -99,7 +123,9 @@ class SVIResult:
     converged : bool
         Whether the convergence rule (module docstring) stopped training.
     seconds : float
-        Wall time, drawing included.
+        Wall time of this call, drawing included.
+    resumed_from : int or None
+        The checkpoint step this call continued from (None: it started afresh).
     """
 
     params: dict[str, Tensor]
@@ -110,6 +136,7 @@ class SVIResult:
     steps: int
     converged: bool
     seconds: float
+    resumed_from: int | None = None
 
 
 def run_svi(
@@ -129,6 +156,9 @@ def run_svi(
     tol: float = 1e-4,
     patience: int = 50,
     smoothing: float = 0.95,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
     **unknown: Any,
 ) -> SVIResult:
     """Fit a guide to ``model(*args, **model_kwargs)`` by SVI and draw from it.
@@ -161,6 +191,12 @@ def run_svi(
         ELBO particles per step.
     tol, patience, smoothing : float, int, float
         The convergence rule (module docstring).
+    checkpoint_dir : path, optional
+        Folder of the checkpoints (``svi-<step>/``; the newest two are kept).
+    checkpoint_every : int, optional
+        Save a checkpoint every this many steps (and after the last step).
+    resume : bool
+        Continue from the newest checkpoint in ``checkpoint_dir`` (module docstring).
 
     Returns
     -------
@@ -169,7 +205,8 @@ def run_svi(
     Raises
     ------
     InputError
-        For an unknown option or a bad value.
+        For an unknown option or a bad value, or a checkpoint that is damaged or
+        from a different run.
     """
     check_unknown_options("SVI", unknown, run_svi)
     if guide not in GUIDES:
@@ -188,6 +225,16 @@ def run_svi(
         raise InputError(f"smoothing must lie in [0, 1), got {smoothing}")
     kwargs, train_kwargs = _split_subsample(args, model_kwargs, subsample_size)
 
+    def run() -> dict[str, Any]:  # the fingerprint a checkpoint must carry (hashes the data: only when used)
+        return {
+            "engine": "svi", "seed": seed, "guide": guide, "num_steps": num_steps, "lr": lr, "lr_decay": lr_decay,
+            "subsample_size": train_kwargs.get("subsample_size"), "num_samples": num_samples,
+            "num_particles": num_particles, "tol": tol, "patience": patience, "smoothing": smoothing,
+            "model": fingerprint(model), "data": fingerprint(args, model_kwargs),
+        }
+
+    store = open_checkpoints(checkpoint_dir, checkpoint_every, resume, kind="svi", run=run)
+
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     start = time.perf_counter()
@@ -200,19 +247,30 @@ def run_svi(
 
     rule = ConvergenceRule(tol, patience, smoothing)
     losses: list[float] = []
-    converged = False
-    with tqdm(total=num_steps, disable=not progress, desc=f"SVI ({guide_name})") as bar:
-        for step in range(num_steps):
+    converged = finished = False
+    resumed_from = None
+    latest = store.latest() if store is not None and resume else None
+    if latest is not None:
+        resumed_from, state = latest
+        losses, converged, finished = _restore_svi(state, svi, guide_fn, args, train_kwargs, rule, store)
+        if len(losses) != resumed_from or len(losses) > num_steps:
+            raise InputError(f"{store.directory}: damaged SVI checkpoint ({len(losses)} losses at step {resumed_from})")
+    with tqdm(total=num_steps, initial=len(losses), disable=not progress, desc=f"SVI ({guide_name})") as bar:
+        for step in range(len(losses), 0 if finished else num_steps):
             loss = float(svi.step(*args, **train_kwargs))
             losses.append(loss)
-            if not math.isfinite(loss):
+            finite = math.isfinite(loss)
+            if not finite:
                 warnings.warn(f"SVI stopped at step {step}: the loss is {loss}", RuntimeWarning, stacklevel=2)
-                break
-            converged = rule.update(loss)
-            bar.update()
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{rule.smoothed:.5g}")
-            if converged:
+            else:
+                converged = rule.update(loss)
+                bar.update()
+                if step % 50 == 0:
+                    bar.set_postfix(loss=f"{rule.smoothed:.5g}")
+            finished = not finite or converged or len(losses) == num_steps
+            if store is not None and (finished or store.due(len(losses))):
+                store.save(len(losses), _svi_state(svi, losses, rule, converged, finished))
+            if finished:
                 break
 
     samples = draw_guide(guide_fn, args, kwargs, list(sites.continuous), num_samples)  # name -> [S, ...]
@@ -236,7 +294,66 @@ def run_svi(
         steps=steps,
         converged=bool(converged),
         seconds=time.perf_counter() - start,
+        resumed_from=resumed_from,
     )
+
+
+def _svi_state(svi: SVI, losses: list[float], rule: ConvergenceRule, converged: bool, finished: bool
+               ) -> dict[str, Any]:
+    """The checkpointed state of a training loop (module docstring)."""
+    store = pyro.get_param_store()
+    params = {name: value.detach() for name, value in store.named_parameters()}  # unconstrained
+    return {
+        "params": params,
+        "constraints": {name: str(c) for name, c in store.get_state()["constraints"].items()},
+        "optim": svi.optim.get_state(),  # param name -> torch optimiser state_dict
+        "losses": torch.tensor(losses, dtype=torch.float64),
+        "rule": {"smoothed": rule.smoothed, "calm": rule.calm},
+        "converged": bool(converged),
+        "finished": bool(finished),
+        "rng": rng_state(),
+    }
+
+
+def _restore_svi(state: dict[str, Any], svi: SVI, guide: Callable, args: tuple, train_kwargs: dict[str, Any],
+                 rule: ConvergenceRule, checkpoints: Checkpoints) -> tuple[list[float], bool, bool]:
+    """Put a checkpointed state back: params in place, optimiser state, rule, RNG; returns (losses, converged, finished)."""
+    where = checkpoints.directory
+    poutine.trace(guide).get_trace(*args, **train_kwargs)  # creates the guide's params (draws are discarded)
+    store = pyro.get_param_store()
+    live = dict(store.named_parameters())
+    try:
+        saved, optim = state["params"], state["optim"]
+        kinds = {name: str(c) for name, c in store.get_state()["constraints"].items()}
+        if set(saved) != set(live) or state["constraints"] != kinds:
+            raise InputError(f"{where}: checkpoint parameters {sorted(saved)} do not match the guide's {sorted(live)}")
+        for name, value in saved.items():
+            if value.shape != live[name].shape or value.dtype != live[name].dtype:
+                raise InputError(f"{where}: checkpoint parameter {name} is {tuple(value.shape)} {value.dtype}, "
+                                 f"expected {tuple(live[name].shape)} {live[name].dtype}")
+        if not isinstance(optim, dict) or not set(optim) <= set(live) or not all(
+            isinstance(sd["param_groups"], list) and all(isinstance(g["params"], list) for g in sd["param_groups"])
+            and all(isinstance(v, (int, float)) or (isinstance(v, Tensor) and v.shape == live[name].shape)
+                    for entry in sd["state"].values() for v in entry.values())
+            for name, sd in optim.items()
+        ):
+            raise InputError(f"{where}: checkpoint optimiser state does not match the guide's parameters")
+        losses = state["losses"]
+        if losses.dtype != torch.float64 or losses.dim() != 1 or not len(losses):
+            raise InputError(f"{where}: checkpoint losses must be a non-empty float64 vector")
+        smoothed, calm = float(state["rule"]["smoothed"]), int(state["rule"]["calm"])
+        converged, finished = bool(state["converged"]), bool(state["finished"])
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{where}: damaged SVI checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    with torch.no_grad():
+        for name, value in saved.items():
+            live[name].copy_(value)  # in place: the guide and the param store keep the same tensors
+    svi.optim.set_state(optim)  # consumed when each parameter's optimiser is created
+    rule.smoothed, rule.calm = smoothed, calm
+    set_rng_state(state.get("rng"), where)
+    return losses.tolist(), converged, finished
 
 
 @dataclass
