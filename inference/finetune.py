@@ -6,17 +6,9 @@
   (DESIGN.md §3.2, ``R_self``).
 * :func:`finetune` trains a copy of a base model on :class:`~models.counts.Evidence`
   (untagged inputs; only masked-in tokens are targets, like SFT) with one of
-  four methods and keeps snapshots at chosen steps:
-
-  ``full``        every parameter;
-  ``last_layer``  the last transformer block and the output head (``ln_f``, ``lm_head``);
-  ``lora``        low-rank adapters ``W + B A`` (rank ``rank``, ``B = 0`` at start) on every
-                  linear map inside the blocks; base weights frozen;
-  ``k_params``    ``k`` scalars of the whole model chosen at random (seeded): a trainable
-                  sparse delta ``W + scatter(delta)`` (Donoway et al. 2025).
-
-  Adapters and deltas are ``torch.nn.utils.parametrize`` parametrizations; a
-  snapshot is always a plain :class:`~models.transformer.PersonaLM` with them merged.
+  four methods (``full``, ``last_layer``, ``lora``, ``k_params``: see
+  :mod:`inference.adapters`) and keeps snapshots at chosen steps; a snapshot is
+  always a plain :class:`~models.transformer.PersonaLM`.
 * :func:`prequential_code_length` is the online code length of the evidence
   (Blier & Ollivier 2018; Donoway et al. 2025) and the final loss that turns it
   into a description length; :func:`train_from_scratch` is the from-scratch baseline.
@@ -29,51 +21,43 @@ batch 128, on 100k simulated documents of 48 tokens is 0.051 / 0.034 / 0.022
 nats/token above the Bayes-optimal NLL after 1,500 / 2,000 / 3,000 steps; on
 20k documents it over-fits (0.045 after 3,000 steps, training-set gap -0.01).
 
-Long runs: with ``checkpoint_dir`` and ``checkpoint_every`` the loop writes the
-weights, optimizer state, both RNG states (data order and dropout), the step,
-the losses and the snapshots so far every ``checkpoint_every`` steps (tensors in
-safetensors, the rest in JSON; no pickle). ``resume=True`` continues from the
-newest checkpoint (or starts afresh if there is none); a resumed run gives
-bit-identical weights and losses to an uninterrupted one on the same machine.
+Long runs: with ``checkpoint_dir`` and ``checkpoint_every`` the loop
+(:class:`inference.training_loop.TrainingLoop`) writes the weights, optimizer
+state, both RNG states, the losses and the snapshots so far every
+``checkpoint_every`` steps; ``resume=True`` continues from the newest one, and
+a resumed run gives bit-identical weights and losses to an uninterrupted one on
+the same machine.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import os
-import re
-import shutil
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import safetensors.torch
 import torch
-from torch import Tensor, nn
-from torch.nn.utils import parametrize
+from torch import Tensor
 from tqdm.auto import tqdm
 
+from inference.adapters import METHODS, materialise, model_from_state, prepare
+from inference.checkpoints import fingerprint
+from inference.training_loop import (
+    TrainingLoop,
+    check_corpus_tokens,
+    check_evidence,
+    check_lr,
+    check_positive_int,
+)
 from models.counts import Evidence
 from models.errors import InputError
 from models.transformer import (
     IGNORE_INDEX,
     PersonaLM,
     TransformerConfig,
-    load_state_dict_file,
     make_inputs,
     next_token_logprobs,
-    num_parameters,
 )
-
-METHODS = ("full", "lora", "last_layer", "k_params")
-STATE_FORMAT = "psm-train-state"
-STATE_VERSION = 1
-#: checkpoints kept on disk (the newest ones)
-KEEP_CHECKPOINTS = 2
 
 
 @dataclass(frozen=True)
@@ -209,7 +193,7 @@ def pretrain(
     """
     if not isinstance(config, TransformerConfig):
         raise InputError(f"config must be a TransformerConfig, got {type(config).__name__}")
-    tokens = _check_corpus_tokens(tokens, config.vocab_size, "tokens")
+    tokens = check_corpus_tokens(tokens, config.vocab_size, "tokens")
     persona = torch.as_tensor(persona)
     if persona.shape != tokens.shape[:1] or persona.is_floating_point() or persona.dtype == torch.bool:
         raise InputError(f"persona must be [N={tokens.shape[0]}] integers, got shape {tuple(persona.shape)} {persona.dtype}")
@@ -221,10 +205,10 @@ def pretrain(
     need = tokens.shape[1] + (1 if p_tag > 0 else 0)
     if need > config.block_size:
         raise InputError(f"documents of {tokens.shape[1]} tokens need block_size >= {need}, config has {config.block_size}")
-    _check_positive_int(steps=steps, batch_size=batch_size)
-    _check_lr(lr)
+    check_positive_int(steps=steps, batch_size=batch_size)
+    check_lr(lr)
     warmup = max(1, steps // 20) if warmup is None else warmup
-    _check_positive_int(warmup=warmup + 1)
+    check_positive_int(warmup=warmup + 1)
     N = tokens.shape[0]
 
     def next_batch(generator: torch.Generator, step: int) -> tuple[Tensor, Tensor]:
@@ -244,7 +228,7 @@ def pretrain(
     run = {
         "kind": "pretrain", "config": config.to_dict(), "steps": steps, "batch_size": batch_size, "lr": lr,
         "warmup": warmup, "min_lr_ratio": min_lr_ratio, "weight_decay": weight_decay, "p_tag": p_tag,
-        "seed": seed, "data": _fingerprint(tokens, persona),
+        "seed": seed, "data": fingerprint(tokens, persona),
     }
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -252,7 +236,7 @@ def pretrain(
         decay = [p for p in model.parameters() if p.dim() >= 2 and p is not model.wte.weight and p is not model.wpe.weight]
         rest = [p for p in model.parameters() if all(p is not q for q in decay)]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-        loop = _Loop(model, groups, next_batch, lr_at, steps=steps, seed=seed, run=run,
+        loop = TrainingLoop(model, groups, next_batch, lr_at, steps=steps, seed=seed, run=run,
                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume)
         losses, seconds = loop.run(progress, desc="pretrain")
     model.eval()
@@ -260,31 +244,6 @@ def pretrain(
 
 
 # ------------------------------------------------------------------- finetune
-
-
-class LoRADelta(nn.Module):
-    """Parametrization ``W -> W + scale * B @ A`` with ``A`` [r, in], ``B`` [out, r] (``B = 0`` at start)."""
-
-    def __init__(self, out_features: int, in_features: int, rank: int, scale: float = 1.0):
-        super().__init__()
-        self.A = nn.Parameter(torch.randn(rank, in_features) / math.sqrt(in_features))
-        self.B = nn.Parameter(torch.zeros(out_features, rank))
-        self.scale = scale
-
-    def forward(self, W: Tensor) -> Tensor:
-        return W + self.scale * (self.B @ self.A)
-
-
-class SparseDelta(nn.Module):
-    """Parametrization ``W -> W + scatter(delta)`` at fixed flat positions ``index`` [k]."""
-
-    def __init__(self, index: Tensor):
-        super().__init__()
-        self.register_buffer("index", index, persistent=True)
-        self.delta = nn.Parameter(torch.zeros(len(index)))
-
-    def forward(self, W: Tensor) -> Tensor:
-        return W.reshape(-1).index_add(0, self.index, self.delta.to(W.dtype)).view_as(W)
 
 
 def finetune(
@@ -337,9 +296,9 @@ def finetune(
     if method not in METHODS:
         raise InputError(f"unknown fine-tuning method {method!r}; choose one of {', '.join(METHODS)}")
     config = model.config
-    tokens, targets_mask = _check_evidence(evidence, config)
-    _check_positive_int(steps=steps, batch_size=batch_size)
-    _check_lr(lr)
+    tokens, targets_mask = check_evidence(evidence, config)
+    check_positive_int(steps=steps, batch_size=batch_size)
+    check_lr(lr)
     snapshot_steps = sorted(set([0, steps] if snapshot_steps is None else snapshot_steps))
     if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= steps for s in snapshot_steps):
         raise InputError(f"snapshot_steps must be integers in [0, {steps}], got {snapshot_steps}")
@@ -357,96 +316,32 @@ def finetune(
         "kind": "finetune", "method": method, "steps": steps, "lr": lr, "batch_size": batch_size,
         "rank": rank if method == "lora" else None, "k": k if method == "k_params" else None,
         "weight_decay": weight_decay, "seed": seed, "snapshot_steps": snapshot_steps,
-        "data": _fingerprint(tokens, targets_mask), "base": _fingerprint(*model.state_dict().values()),
+        "data": fingerprint(tokens, targets_mask), "base": fingerprint(*model.state_dict().values()),
     }
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         work = copy.deepcopy(model).train()
-        trainable = _prepare(work, method, rank=rank, k=k, seed=seed)
+        trainable = prepare(work, method, rank=rank, k=k, seed=seed)
         groups = [{"params": trainable, "weight_decay": weight_decay}]
         snapshots: dict[int, PersonaLM] = {}
 
         def on_step(step: int) -> None:
             if step in snapshot_steps:
-                snapshots[step] = _materialise(work, config)
+                snapshots[step] = materialise(work, config)
 
-        def snapshot_tensors() -> dict[str, Tensor]:
-            return {f"snap.{s}.{n}": v for s, m in snapshots.items() for n, v in m.state_dict().items()}
+        def snapshot_state() -> dict[int, dict[str, Tensor]]:
+            return {s: m.state_dict() for s, m in snapshots.items()}
 
-        def restore_snapshots(tensors: dict[str, Tensor]) -> None:
-            for s in sorted({int(key.split(".")[1]) for key in tensors if key.startswith("snap.")}):
-                prefix = f"snap.{s}."
-                state = {key[len(prefix) :]: v for key, v in tensors.items() if key.startswith(prefix)}
-                snapshots[s] = _model_from_state(config, state)
+        def restore_snapshots(state: dict[int, dict[str, Tensor]]) -> None:
+            snapshots.update({s: model_from_state(config, weights) for s, weights in state.items()})
 
-        loop = _Loop(work, groups, next_batch, lambda step: lr, steps=steps, seed=seed, run=run,
+        loop = TrainingLoop(work, groups, next_batch, lambda step: lr, steps=steps, seed=seed, run=run,
                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
-                     on_step=on_step, extra_tensors=snapshot_tensors, restore_extra=restore_snapshots)
+                     on_step=on_step, extra_state=snapshot_state, restore_extra=restore_snapshots)
         losses, seconds = loop.run(progress, desc=f"finetune ({method})")
     return FinetuneResult(
         dict(sorted(snapshots.items())), losses, sum(p.numel() for p in trainable), seconds, method, loop.resumed_from
     )
-
-
-def k_param_positions(model: nn.Module, k: int, seed: int) -> Tensor:
-    """The ``k`` scalars that ``k_params`` trains: sorted ``[k]`` positions in the concatenation
-    of ``model.named_parameters()`` flattened in order (a seeded uniform draw without replacement)."""
-    total = num_parameters(model)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= total:
-        raise InputError(f"k must be an integer in [1, {total}] (the model's parameter count), got {k!r}")
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(total, generator=generator)[:k].sort().values
-
-
-def _prepare(work: PersonaLM, method: str, *, rank: int, k: int, seed: int) -> list[nn.Parameter]:
-    """Freeze and parametrize ``work`` for ``method``; return the trainable parameters."""
-    if method == "full":
-        return list(work.parameters())
-    work.requires_grad_(False)
-    if method == "last_layer":
-        for module in (work.blocks[-1], work.ln_f, work.lm_head):
-            module.requires_grad_(True)
-    elif method == "lora":
-        _check_positive_int(rank=rank)
-        for block in work.blocks:
-            for linear in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
-                out_f, in_f = linear.weight.shape
-                parametrize.register_parametrization(linear, "weight", LoRADelta(out_f, in_f, min(rank, out_f, in_f)))
-    else:  # k_params
-        named = list(work.named_parameters())
-        chosen = k_param_positions(work, k, seed)  # [k]
-        start = 0
-        for name, p in named:
-            local = chosen[(chosen >= start) & (chosen < start + p.numel())] - start
-            if len(local):
-                module = work.get_submodule(name.rpartition(".")[0])
-                parametrize.register_parametrization(module, name.rpartition(".")[2], SparseDelta(local))
-            start += p.numel()
-    return [p for p in work.parameters() if p.requires_grad]
-
-
-def _materialise(work: PersonaLM, config: TransformerConfig) -> PersonaLM:
-    """A plain PersonaLM with the current (merged) weights of ``work``."""
-    state = {}
-    for mod_name, module in work.named_modules():
-        if "parametrizations" in mod_name.split("."):
-            continue
-        prefix = f"{mod_name}." if mod_name else ""
-        for name, p in module.named_parameters(recurse=False):
-            state[prefix + name] = p.detach().clone()
-        if parametrize.is_parametrized(module):
-            for name in module.parametrizations:
-                state[prefix + name] = getattr(module, name).detach().clone()
-    return _model_from_state(config, state)
-
-
-def _model_from_state(config: TransformerConfig, state: dict[str, Tensor]) -> PersonaLM:
-    """A PersonaLM that takes ``state``'s tensors as its own: built on the meta device, so
-    nothing is initialised and the global RNG (dropout) is untouched."""
-    with torch.device("meta"):
-        model = PersonaLM(config)
-    model.load_state_dict(state, assign=True)
-    return model.eval().requires_grad_(False)
 
 
 # ---------------------------------------------------------------- baselines
@@ -503,8 +398,8 @@ def prequential_code_length(
     ``description_length = code_length - num_tokens * final_loss``.
     ``float(result)`` is the code length.
     """
-    _check_positive_int(block_size_docs=block_size_docs)
-    _check_evidence(evidence, model.config)
+    check_positive_int(block_size_docs=block_size_docs)
+    check_evidence(evidence, model.config)
     opts = dict(method=method, lr=lr, steps=steps, batch_size=batch_size, rank=rank, k=k,
                 weight_decay=weight_decay, seed=seed, snapshot_steps=[steps])
     D = evidence.num_docs
@@ -526,211 +421,3 @@ def prequential_code_length(
     )
 
 
-# ------------------------------------------------------------ the loop itself
-
-
-class _Loop:
-    """The optimisation loop shared by every trainer, with checkpoints and resumption."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        groups: list[dict],
-        next_batch: Callable[[torch.Generator, int], tuple[Tensor, Tensor]],
-        lr_at: Callable[[int], float],
-        *,
-        steps: int,
-        seed: int,
-        run: dict,
-        checkpoint_dir: str | os.PathLike | None,
-        checkpoint_every: int | None,
-        resume: bool,
-        on_step: Callable[[int], None] | None = None,
-        extra_tensors: Callable[[], dict[str, Tensor]] | None = None,
-        restore_extra: Callable[[dict[str, Tensor]], None] | None = None,
-    ):
-        self.model, self.next_batch, self.lr_at, self.steps = model, next_batch, lr_at, steps
-        self.optimizer = torch.optim.AdamW(groups, lr=lr_at(0), betas=(0.9, 0.99))
-        self.generator = torch.Generator().manual_seed(seed)
-        self.on_step = on_step or (lambda step: None)
-        self.extra_tensors = extra_tensors or dict
-        self.restore_extra = restore_extra or (lambda tensors: None)
-        self.checkpoints = None
-        if checkpoint_dir is not None or checkpoint_every is not None or resume:
-            if checkpoint_dir is None or checkpoint_every is None:
-                raise InputError("checkpointing needs both checkpoint_dir and checkpoint_every (and resume needs both)")
-            _check_positive_int(checkpoint_every=checkpoint_every)
-            self.checkpoints = _Checkpoints(Path(checkpoint_dir), checkpoint_every, _jsonable(run))
-        self.resume = resume
-        self.resumed_from: int | None = None
-
-    def run(self, progress: bool, desc: str) -> tuple[Tensor, float]:
-        start_time = time.perf_counter()
-        losses: list[float] = []
-        start = 0
-        if self.resume:
-            latest = self.checkpoints.latest()
-            if latest is not None:
-                start, tensors, info = latest
-                self._restore(tensors, info)
-                losses = tensors["losses"].tolist()[:start]
-                self.resumed_from = start
-        if start == 0:
-            self.on_step(0)
-        model, optimizer = self.model, self.optimizer
-        model.train()
-        bar = tqdm(total=self.steps, initial=start, desc=desc, disable=not progress, mininterval=0.5)
-        for step in range(start, self.steps):
-            idx, targets = self.next_batch(self.generator, step)
-            lr = self.lr_at(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            _, loss = model(idx, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise InputError(f"{desc}: training diverged at step {step} (loss {value}); lower the learning rate")
-            losses.append(value)
-            self.on_step(step + 1)
-            if progress:
-                bar.update(1)
-                if step % 50 == 0:
-                    bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-            if self.checkpoints is not None and (step + 1) % self.checkpoints.every == 0:
-                self._save(step + 1, losses)
-        bar.close()
-        return torch.tensor(losses, dtype=torch.float64), time.perf_counter() - start_time
-
-    def _save(self, step: int, losses: list[float]) -> None:
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        opt = self.optimizer.state_dict()
-        for pid, state in opt["state"].items():
-            for key, value in state.items():
-                tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value)
-        tensors["rng.data"] = self.generator.get_state()
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
-        tensors.update(self.extra_tensors())
-        self.checkpoints.save(step, tensors, {"param_groups": opt["param_groups"]})
-
-    def _restore(self, tensors: dict[str, Tensor], info: dict) -> None:
-        model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        if set(model_state) != set(self.model.state_dict()):
-            raise InputError(f"{self.checkpoints.directory}: checkpoint weights do not match this model")
-        self.model.load_state_dict(model_state)
-        state: dict[int, dict[str, Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, pid, name = key.split(".", 2)
-                state.setdefault(int(pid), {})[name] = value
-        groups = info["param_groups"]
-        for group in groups:
-            group["betas"] = tuple(group["betas"])
-        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
-        self.generator.set_state(tensors["rng.data"])
-        torch.set_rng_state(tensors["rng.torch"])
-        self.restore_extra(tensors)
-
-
-class _Checkpoints:
-    """``directory/step-000123/{state.safetensors, state.json}``, written atomically, newest kept."""
-
-    def __init__(self, directory: Path, every: int, run: dict):
-        self.directory, self.every, self.run = directory, every, run
-
-    def save(self, step: int, tensors: dict[str, Tensor], info: dict) -> None:
-        final = self.directory / f"step-{step:09d}"
-        tmp = self.directory / f".step-{step:09d}.tmp-{os.getpid()}"
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-            safetensors.torch.save_file(tensors, str(tmp / "state.safetensors"))
-            meta = {"format": STATE_FORMAT, "format_version": STATE_VERSION, "step": step, "run": self.run, **info}
-            (tmp / "state.json").write_text(json.dumps(_jsonable(meta), sort_keys=True))
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-        except OSError as exc:
-            raise InputError(f"{self.directory}: cannot write checkpoint ({exc.strerror or exc})") from None
-        for old in self._complete()[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(self.directory / f"step-{old:09d}", ignore_errors=True)
-
-    def _complete(self) -> list[int]:
-        if not self.directory.is_dir():
-            return []
-        steps = [int(m.group(1)) for p in self.directory.iterdir() if (m := re.fullmatch(r"step-(\d+)", p.name))]
-        return sorted(s for s in steps if (self.directory / f"step-{s:09d}" / "state.json").is_file())
-
-    def latest(self) -> tuple[int, dict[str, Tensor], dict] | None:
-        """The newest complete checkpoint ``(step, tensors, info)``, or None."""
-        complete = self._complete()
-        if not complete:
-            return None
-        folder = self.directory / f"step-{complete[-1]:09d}"
-        try:
-            info = json.loads((folder / "state.json").read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"{folder}/state.json: not valid JSON ({exc})") from None
-        if not isinstance(info, dict) or info.get("format") != STATE_FORMAT or info.get("format_version") != STATE_VERSION:
-            raise InputError(f"{folder}/state.json: not a {STATE_FORMAT} v{STATE_VERSION} file")
-        if info.get("run") != self.run:
-            theirs = info.get("run") if isinstance(info.get("run"), dict) else {}
-            diff = sorted(key for key in set(self.run) | set(theirs) if self.run.get(key) != theirs.get(key))
-            raise InputError(f"{folder}: checkpoint is from a different run (differs in {', '.join(diff)})")
-        tensors = load_state_dict_file(folder / "state.safetensors")
-        return int(info["step"]), tensors, info
-
-
-# ------------------------------------------------------------------ checks
-
-
-def _check_positive_int(**values) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_lr(lr: float) -> None:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise InputError(f"lr must be a positive number, got {lr!r}")
-
-
-def _check_corpus_tokens(tokens: Tensor, vocab_size: int, name: str) -> Tensor:
-    tokens = torch.as_tensor(tokens)
-    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
-        raise InputError(f"{name} must be integers, got dtype {tokens.dtype}")
-    if tokens.dim() != 2 or tokens.shape[0] == 0 or tokens.shape[1] == 0:
-        raise InputError(f"{name} must be a non-empty [documents, tokens] array, got shape {tuple(tokens.shape)}")
-    if tokens.min() < 0 or tokens.max() >= vocab_size:
-        raise InputError(f"{name} must lie in [0, {vocab_size}), found {int(tokens.min())}..{int(tokens.max())}")
-    return tokens.long()
-
-
-def _check_evidence(evidence: Evidence, config: TransformerConfig) -> tuple[Tensor, Tensor]:
-    if not isinstance(evidence, Evidence):
-        raise InputError(f"evidence must be an Evidence, got {type(evidence).__name__}")
-    tokens = _check_corpus_tokens(evidence.tokens, config.vocab_size, "evidence tokens")
-    if evidence.mask.shape != tokens.shape or evidence.mask.dtype != torch.bool:
-        raise InputError(f"evidence mask must be a bool tensor of shape {tuple(tokens.shape)}")
-    if not evidence.mask.any():
-        raise InputError("evidence mask is all false: nothing to train on")
-    if tokens.shape[1] > config.block_size:
-        raise InputError(f"evidence documents of {tokens.shape[1]} tokens exceed block_size {config.block_size}")
-    return tokens, evidence.mask
-
-
-def _fingerprint(*tensors: Tensor) -> str:
-    digest = hashlib.sha256()
-    for t in tensors:
-        digest.update(str((tuple(t.shape), str(t.dtype))).encode())
-        digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _jsonable(obj):
-    """JSON round-trip (tuples become lists) so that a saved run compares equal to a fresh one."""
-    return json.loads(json.dumps(obj))

@@ -14,9 +14,9 @@ import torch
 
 from inference.baselines import ngram_logprobs, ngram_table
 from inference.exact import mixture_predictive
+from inference.adapters import k_param_positions
 from inference.finetune import (
     finetune,
-    k_param_positions,
     masked_nll,
     prequential_code_length,
     pretrain,
@@ -269,13 +269,13 @@ def test_run_killed_midway_and_resumed_matches_uninterrupted(tmp_path, kind):
     exec(compile(_SCRIPT, str(script), "exec"), namespace)
     expected, _ = namespace["run"](kind, None, False)  # the uninterrupted run, here (one thread, like the script)
     deadline = time.monotonic() + 60
-    while not list(ckpt.glob("step-*/state.json")):
+    while not list(ckpt.glob("train-*/state.json")):
         assert killed.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
         time.sleep(0.01)
     os.kill(killed.pid, signal.SIGKILL)
     assert killed.wait() == -signal.SIGKILL
     assert not (tmp_path / "killed.st").exists()
-    steps_done = max(int(p.parent.name.split("-")[1]) for p in ckpt.glob("step-*/state.json"))
+    steps_done = max(int(p.parent.name.split("-")[1]) for p in ckpt.glob("train-*/state.json"))
     assert 5 <= steps_done < 40
     resumed = subprocess.run(command("resumed.st", 0, "1"), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
@@ -290,14 +290,14 @@ def test_resume_refuses_a_checkpoint_of_another_run(world, tmp_path):
     tokens, persona = simulate_corpus(known, 40, T, seed=2)
     opts = dict(batch_size=8, checkpoint_dir=tmp_path, checkpoint_every=2)
     pretrain(CONFIG, tokens, persona, steps=4, seed=0, **opts)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000002", "step-000000004"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-000000002", "train-000000004"]
     _, history = pretrain(CONFIG, tokens, persona, steps=4, seed=0, resume=True, **opts)
     assert history.resumed_from == 4
     with pytest.raises(InputError, match="different run.*seed"):
         pretrain(CONFIG, tokens, persona, steps=4, seed=1, resume=True, **opts)
     with pytest.raises(InputError, match="both"):
         pretrain(CONFIG, tokens, persona, steps=4, checkpoint_dir=tmp_path)
-    (tmp_path / "step-000000004" / "state.safetensors").write_bytes(b"garbage")
+    (tmp_path / "train-000000004" / "state.safetensors").write_bytes(b"garbage")
     with pytest.raises(InputError, match="safetensors"):
         pretrain(CONFIG, tokens, persona, steps=4, seed=0, resume=True, **opts)
 
