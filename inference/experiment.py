@@ -168,7 +168,7 @@ def run_arm(config: ExperimentConfig, world: World, base: Base, arm: ArmConfig, 
     writer, persona_index = arm_persona(world, arm, seed)
     evidence = arm_evidence(writer, arm, arm.num_docs, _child_seed(seed, "evidence", arm.name))
     fresh = arm_evidence(writer, arm, c.elpd_docs, _child_seed(seed, "fresh", arm.name))
-    heldout, V, order = world.heldout, world.config.vocab_size, world.config.order
+    heldout = world.heldout
 
     tuned = finetune(base.model, evidence, method=f.method, steps=f.steps, lr=f.lr, batch_size=f.batch_size,
                      snapshot_steps=list(f.snapshots), rank=f.rank, k=f.k, seed=seed, progress=progress)
@@ -192,8 +192,8 @@ def run_arm(config: ExperimentConfig, world: World, base: Base, arm: ArmConfig, 
 
     def exhaustive(projs: list[compare.Projection], floor: compare.Projection):
         values, intervals = [], []
-        for s, p in zip(steps, projs):
-            values.append(compare.exhaustiveness(kl_to_base[steps.index(s)], p.residual, floor.residual))
+        for i, (s, p) in enumerate(zip(steps, projs, strict=True)):
+            values.append(compare.exhaustiveness(kl_to_base[i], p.residual, floor.residual))
             per_ctx = compare.kl_per_context(q[s], base.q0)
             intervals.append(list(compare.exhaustiveness_interval(
                 per_ctx, p.kl_per_context, floor.kl_per_context, positions=p.positions,

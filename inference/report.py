@@ -70,7 +70,7 @@ def report_markdown(summary: dict[str, Any], arms: list) -> str:
         f"personas (R_true), {b['floor_self']:.4f} against its own tag-prompted personas (R_self).",
         "",
     ]
-    for result, arm in zip(arms, summary["arms"]):
+    for result, arm in zip(arms, summary["arms"], strict=True):
         lines += _arm_section(arm, result, summary)
     lines += _comparison(summary["arms"])
     return "\n".join(lines) + "\n"
