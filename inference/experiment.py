@@ -19,7 +19,9 @@ Seeds: the world (persona tables, corpus, held-out contexts) comes from
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -52,6 +54,26 @@ from models.transformer import (
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "data" / "base_default"
 #: world fields that do not change what the base was trained on
 HELDOUT_FIELDS = ("heldout_contexts",)
+
+
+def single_thread(fn):
+    """Run ``fn`` with one intra-op torch thread (restored after).
+
+    The models here are small: on 2 cores a second thread costs more in
+    synchronisation than it gives (measured up to 20x slower fine-tuning on a busy
+    machine). Set ``PSM_THREADS`` to use more.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        before = torch.get_num_threads()
+        torch.set_num_threads(int(os.environ.get("PSM_THREADS", "1")))
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -99,6 +121,7 @@ def model_config(config: ExperimentConfig) -> TransformerConfig:
                              n_layer=b.n_layer, n_head=b.n_head, n_embd=b.n_embd)
 
 
+@single_thread
 def pretrain_base(config: ExperimentConfig, world: World, progress: bool = False) -> PersonaLM:
     """Pre-train the base on a fresh corpus of the world, with persona tags (DESIGN.md §3.2)."""
     w, b = config.world, config.base
@@ -125,6 +148,7 @@ def load_base(config: ExperimentConfig, world: World, progress: bool = False) ->
     return model
 
 
+@single_thread
 def measure_base(model: PersonaLM, world: World) -> Base:
     """Held-out NLL against Bayes, the components of both reachable sets, and the floors."""
     personas, heldout = world.personas, world.heldout
@@ -150,7 +174,7 @@ def arm_persona(world: World, arm: ArmConfig, seed: int) -> tuple[MarkovPersonas
     """The persona that writes an arm's evidence: a known one, or a fresh one outside the support."""
     if arm.persona == "novel":
         w = world.config
-        novel = random_personas(1, w.vocab_size, w.order, arm.concentration, seed=_child_seed(seed, "novel", arm.name))
+        novel = random_personas(1, w.vocab_size, w.order, arm.concentration, seed=child_seed(seed, "novel", arm.name))
         return novel, None
     return world.personas.subset([arm.persona]), int(arm.persona)
 
@@ -162,12 +186,13 @@ def arm_evidence(writer: MarkovPersonas, arm: ArmConfig, num_docs: int, seed: in
     return make_evidence(tokens.numpy(), mask.numpy())
 
 
+@single_thread
 def run_arm(config: ExperimentConfig, world: World, base: Base, arm: ArmConfig, progress: bool = False) -> ArmResult:
     """Fine-tune on one arm's evidence and measure every comparison of DESIGN.md §3."""
     f, c, seed = config.finetune, config.compare, config.seed
     writer, persona_index = arm_persona(world, arm, seed)
-    evidence = arm_evidence(writer, arm, arm.num_docs, _child_seed(seed, "evidence", arm.name))
-    fresh = arm_evidence(writer, arm, c.elpd_docs, _child_seed(seed, "fresh", arm.name))
+    evidence = arm_evidence(writer, arm, arm.num_docs, child_seed(seed, "evidence", arm.name))
+    fresh = arm_evidence(writer, arm, c.elpd_docs, child_seed(seed, "fresh", arm.name))
     heldout = world.heldout
 
     tuned = finetune(base.model, evidence, method=f.method, steps=f.steps, lr=f.lr, batch_size=f.batch_size,
@@ -197,14 +222,14 @@ def run_arm(config: ExperimentConfig, world: World, base: Base, arm: ArmConfig, 
             per_ctx = compare.kl_per_context(q[s], base.q0)
             intervals.append(list(compare.exhaustiveness_interval(
                 per_ctx, p.kl_per_context, floor.kl_per_context, positions=p.positions,
-                num_boot=c.bootstrap, seed=_child_seed(seed, "boot", arm.name, s))))
+                num_boot=c.bootstrap, seed=child_seed(seed, "boot", arm.name, s))))
         return values, intervals
 
     e_true, ci_true = exhaustive(proj_true, base.floor_true)
     e_self, ci_self = exhaustive(proj_self, base.floor_self)
 
     final = tuned.snapshots[steps[-1]]
-    attribution = _attribute(final, world, c, _child_seed(seed, "attribution", arm.name), progress)
+    attribution = _attribute(final, world, c, child_seed(seed, "attribution", arm.name), progress)
     elpd, elpd_table = _heldout_elpd(config, world, base, final, evidence, fresh, posteriors, progress)
     code = prequential_code_length(
         base.model, evidence, method=f.method, lr=f.lr, steps=f.prequential_steps, batch_size=f.batch_size,
@@ -252,6 +277,7 @@ def run_arm(config: ExperimentConfig, world: World, base: Base, arm: ArmConfig, 
     return ArmResult(summary, curves, idata)
 
 
+@single_thread
 def run_experiment(config: ExperimentConfig, progress: bool = True, base_model: PersonaLM | None = None):
     """Run every arm; returns ``(summary, arms, base)`` without writing anything (see :mod:`inference.report`)."""
     torch.manual_seed(config.seed)
@@ -326,6 +352,10 @@ def _nearest(values, target: float) -> float:
     return min(values, key=lambda v: abs(v - target))
 
 
-def _child_seed(seed: int, *names: Any) -> int:
-    """A stable seed for one named random choice (independent of Python's hash salt)."""
+def child_seed(seed: int, *names: Any) -> int:
+    """The seed of one named random choice of the runner, e.g. ``child_seed(seed, "evidence", arm.name)``.
+
+    Stable across processes (a CRC of the names, not Python's salted ``hash``), so a
+    notebook can rebuild exactly the evidence an arm used.
+    """
     return (seed * 1_000_003 + zlib.crc32(repr(names).encode())) % 2**31
