@@ -153,7 +153,7 @@ def run_svi(
     subsample_size: int | None = None,
     num_samples: int = 1000,
     num_particles: int = 1,
-    tol: float = 1e-4,
+    tol: float = 1e-5,
     patience: int = 50,
     smoothing: float = 0.95,
     checkpoint_dir: str | os.PathLike | None = None,
