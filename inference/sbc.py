@@ -1,0 +1,517 @@
+"""Simulation-based calibration (Talts et al. 2018) of every model and method, and ``psm sbc``.
+
+    result = simulation_based_calibration("mixture", "svi", num_sims=200, seed=0)
+    result.ranks["w[0]"]      # [N] rank of the true w_0 among L posterior draws, in 0..L
+    result.p_values           # parameter -> p-value of a chi-square test of uniform ranks
+    plot_ranks(result)        # rank histograms with the 99% band of a uniform histogram
+
+For ``i = 1..N``: draw parameters from the prior and evidence from the model
+(:func:`models.mixture.persona_model` run forward under ``poutine.trace``),
+condition with the method (:func:`inference.condition.condition`), and count
+the posterior draws below the true value. When the posterior is right, the
+true value is one more draw from it, so its rank among ``L`` draws is uniform
+on ``{0..L}`` (exact methods: ``L`` iid draws; SVI: ``L`` draws from the
+guide fitted in ``num_steps=400`` steps; MCMC: one NUTS chain of 200 warm-up
+steps and ``L * thin`` draws, every ``thin``-th kept, ``thin=4``; each engine
+option can be overridden). Ties (the discrete persona ``h``, a chain
+that did not move) are broken at random, which keeps the rank uniform
+(Talts et al. 2018, Modrák et al. 2023).
+
+Models (``MODELS``; fixed known quantities are drawn once per run from the seed):
+
+=================  ==================  =================================================
+model              methods             parameters checked
+=================  ==================  =================================================
+``mixture``        exact, svi, mcmc    ``w[k]``: ``w ~ Dirichlet(alpha)`` over known personas
+``global``         exact               ``h``: ``h ~ pi``, known tables
+``global-tables``  exact, svi, mcmc    ``h`` and ``trans[hmap,0,v]``: the first transition
+                                       row of persona ``hmap``, tables ~ anchored Dirichlet
+=================  ==================  =================================================
+
+``hmap`` is the persona of highest exact posterior probability given the
+evidence: a function of the data only, so ranks of ``trans[hmap, 0, v]`` stay
+uniform (a quantity chosen by the *true* ``h`` would not be: the true value
+and the posterior draws would no longer be exchangeable). It is the row the
+evidence informs most. For ``global-tables`` with method ``exact`` the draws
+are joint: ``h_l ~ P(h | D)``, then row ``hmap`` from its Dirichlet posterior
+when ``h_l = hmap`` and from its prior otherwise.
+
+Uniformity: ranks are put into ``B`` bins of (nearly) equal probability
+(``B = min(20, L + 1, N // 5)``, at least 2; expected counts from the exact
+bin widths) and compared with a chi-square test; ``min_p_value`` is the
+smallest over parameters (compare it with ``level / num_parameters``).
+
+``beta`` is the exponent the method conditions with; simulations always use
+``beta = 1``, so ``beta != 1`` is a deliberately mis-calibrated posterior
+(over-confident above 1), which the test must detect. SBC cannot see every
+error: ``beta = 0`` (posterior = prior, the data ignored) passes it.
+
+The default world is small and ambiguous on purpose: 3 personas over 4
+tokens, order 1, every row ~ Dirichlet(3) (flat-ish personas), evidence of
+``WORLD_SIZES[model]`` documents x tokens, so the posterior is neither the
+prior nor certain (a certain discrete posterior makes every rank a tie).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from pyro import poutine
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from inference import exact
+from inference.condition import EXACT_DRAWS, condition
+from inference.outputs import atomic_output_dir, check_output_dir, write_json_atomic
+from models.counts import Evidence, make_evidence, total_counts
+from models.errors import InputError
+from models.mixture import persona_model
+from models.personas import MarkovPersonas, TablePrior, anchored_table_prior, random_personas
+
+#: methods of each SBC model
+MODELS: dict[str, tuple[str, ...]] = {
+    "mixture": ("exact", "svi", "mcmc"),
+    "global": ("exact",),
+    "global-tables": ("exact", "svi", "mcmc"),
+}
+MODEL_HELP = {
+    "mixture": "persona mixture with weights w ~ Dirichlet(alpha) over known personas; parameters w[k]",
+    "global": "one persona h ~ pi for all evidence, known tables; parameter h",
+    "global-tables": "one persona h with uncertain (anchored Dirichlet) tables; parameters h and trans[hmap,0,v]",
+}
+#: documents x tokens simulated per model: small, with a posterior neither flat nor certain
+WORLD_SIZES = {"mixture": (8, 6), "global": (2, 6), "global-tables": (4, 10)}
+#: engine defaults of SBC runs (each overridable through ``**engine_options``)
+ENGINE_DEFAULTS = {"svi": {"num_steps": 400}, "mcmc": {"num_chains": 1, "warmup_steps": 200}}
+DEFAULT_DRAWS = 99
+#: the exact methods hand out this many iid draws (``condition.EXACT_DRAWS``)
+MAX_DRAWS = EXACT_DRAWS[0] * EXACT_DRAWS[1] - 1
+MAX_SIMS = 1_000_000
+MAX_BINS = 20
+#: the band drawn around a uniform histogram
+BAND = 0.99
+
+
+@dataclass(frozen=True)
+class SBCResult:
+    """The result of :func:`simulation_based_calibration`.
+
+    Attributes
+    ----------
+    model, method : str
+        SBC model (``MODELS``) and inference method.
+    num_sims, num_draws : int
+        ``N`` simulations and ``L`` posterior draws per simulation.
+    ranks : dict of str to numpy.ndarray
+        ``[N]`` int64 rank in ``0..L`` of the true value of each parameter.
+    p_values : dict of str to float
+        Chi-square p-value of uniform ranks, per parameter.
+    min_p_value : float
+        The smallest of ``p_values``.
+    num_bins : int
+        Bins of the chi-square test and of the histograms.
+    seconds : float
+        Wall time of the whole run.
+    options : dict
+        The world and engine settings used (JSON-ready).
+    diagnostics : dict
+        Engine summaries over simulations (SVI convergence, MCMC divergences and ESS).
+    """
+
+    model: str
+    method: str
+    num_sims: int
+    num_draws: int
+    ranks: dict[str, np.ndarray]
+    p_values: dict[str, float]
+    min_p_value: float
+    num_bins: int
+    seconds: float
+    options: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``psm sbc`` writes to ``sbc.json``."""
+        return {
+            "model": self.model, "method": self.method, "num_sims": self.num_sims, "num_draws": self.num_draws,
+            "ranks": {k: v.tolist() for k, v in self.ranks.items()}, "p_value": dict(self.p_values),
+            "min_p_value": self.min_p_value, "num_bins": self.num_bins, "seconds": self.seconds,
+            "options": self.options, "diagnostics": self.diagnostics,
+        }
+
+
+@dataclass(frozen=True)
+class _Setup:
+    model: str
+    method: str
+    personas: MarkovPersonas
+    num_docs: int
+    doc_len: int
+    alpha: Tensor | None  # [K], mixture only
+    table_prior: TablePrior | None
+    beta: float
+    num_draws: int
+    thin: int
+    engine: dict[str, Any]
+
+
+def check_model_method(model: str, method: str) -> None:
+    """One-line :class:`InputError` for an unknown model or a method the model does not offer."""
+    if model not in MODELS:
+        raise InputError(f"unknown SBC model {model!r}; choose one of {', '.join(MODELS)}")
+    if method not in MODELS[model]:
+        raise InputError(f"method {method!r} is not available for SBC model {model!r}; "
+                         f"choose one of {', '.join(MODELS[model])}")
+
+
+def simulation_based_calibration(
+    model: str = "mixture",
+    method: str = "exact",
+    num_sims: int = 200,
+    seed: int = 0,
+    num_draws: int = DEFAULT_DRAWS,
+    progress: bool = False,
+    *,
+    num_personas: int = 3,
+    vocab_size: int = 4,
+    order: int = 1,
+    concentration: float = 3.0,
+    num_docs: int | None = None,
+    doc_len: int | None = None,
+    alpha: float = 1.0,
+    table_strength: float = 10.0,
+    beta: float = 1.0,
+    thin: int = 4,
+    num_bins: int | None = None,
+    **engine_options: Any,
+) -> SBCResult:
+    """Run simulation-based calibration of ``method`` on ``model``.
+
+    Parameters
+    ----------
+    model : {"mixture", "global", "global-tables"}
+        The SBC model (module docstring).
+    method : {"exact", "svi", "mcmc"}
+        Inference method (``MODELS[model]`` lists those available).
+    num_sims : int
+        ``N >= 1`` simulations.
+    seed : int
+        Seed of the personas, of every simulation and of every conditioning.
+    num_draws : int
+        ``L`` posterior draws per simulation, ``1 <= L <= MAX_DRAWS``.
+    progress : bool
+        tqdm progress bar over simulations.
+    num_personas, vocab_size, order, concentration : int, int, int, float
+        The known personas, drawn once by :func:`models.personas.random_personas`.
+    num_docs, doc_len : int, optional
+        Evidence size per simulation (default ``WORLD_SIZES[model]``).
+    alpha : float
+        Dirichlet concentration of the mixture weights (``mixture``).
+    table_strength : float
+        Strength of the anchored table prior (``global-tables``).
+    beta : float
+        Exponent the method conditions with (simulation uses 1; see the module docstring).
+    thin : int
+        MCMC thinning: ``L * thin`` draws are made and every ``thin``-th kept.
+    num_bins : int, optional
+        Chi-square / histogram bins (default ``min(20, L + 1, N // 5)``, at least 2).
+    **engine_options
+        Passed to :func:`inference.condition.condition` over ``ENGINE_DEFAULTS``
+        (e.g. ``guide="normal"``, ``num_steps``, ``warmup_steps``).
+
+    Returns
+    -------
+    SBCResult
+    """
+    check_model_method(model, method)
+    num_sims = _check_int("num_sims", num_sims, 1, MAX_SIMS)
+    seed = _check_int("seed", seed, 0, 2**32 - 1)
+    num_draws = _check_int("num_draws", num_draws, 1, MAX_DRAWS)
+    thin = _check_int("thin", thin, 1, 1000)
+    if num_bins is None:
+        num_bins = _default_bins(num_sims, num_draws)
+    num_bins = _check_int("num_bins", num_bins, 2, num_draws + 1)
+    if method == "exact" and engine_options:
+        raise InputError(f"method 'exact' takes no engine options, got {', '.join(sorted(engine_options))}")
+    if method == "svi" and engine_options.get("guide") is not None:
+        from inference.svi import GUIDES
+
+        if engine_options["guide"] not in GUIDES:
+            raise InputError(f"unknown SVI guide {engine_options['guide']!r}; choose one of {', '.join(GUIDES)}")
+    default_docs, default_len = WORLD_SIZES[model]
+    num_docs = _check_int("num_docs", default_docs if num_docs is None else num_docs, 1, 10_000)
+    doc_len = _check_int("doc_len", default_len if doc_len is None else doc_len, 1, 10_000)
+    for name, value in (("alpha", alpha), ("table_strength", table_strength), ("concentration", concentration)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise InputError(f"{name} must be a finite number > 0, got {value!r}")
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+        raise InputError(f"beta must be a finite number >= 0, got {beta!r}")
+
+    start = time.perf_counter()
+    personas = random_personas(num_personas, vocab_size, order, concentration, seed=seed)
+    engine = {**ENGINE_DEFAULTS.get(method, {}), **engine_options}
+    if method == "svi":
+        engine["num_samples"] = num_draws
+    elif method == "mcmc":
+        engine["num_samples"] = math.ceil(num_draws * thin / engine["num_chains"])
+    setup = _Setup(
+        model, method, personas, num_docs, doc_len,
+        alpha=torch.full((num_personas,), float(alpha), dtype=torch.float64) if model == "mixture" else None,
+        table_prior=anchored_table_prior(personas, table_strength) if model == "global-tables" else None,
+        beta=float(beta), num_draws=num_draws, thin=thin, engine=engine,
+    )
+    seeds = np.random.SeedSequence(seed).generate_state(3 * num_sims).reshape(num_sims, 3)  # uint32
+    ranks: dict[str, list[int]] = {}
+    engine_stats: list[dict[str, Any]] = []
+    for sim_seed, cond_seed, tie_seed in tqdm(seeds, disable=not progress, desc=f"SBC {model}/{method}"):
+        truth, evidence = simulate(setup, int(sim_seed))
+        posterior = condition(personas, evidence, "mixture" if model == "mixture" else "global", method,
+                              setup.beta, alpha=setup.alpha if model == "mixture" else 1.0,
+                              table_prior=setup.table_prior, seed=int(cond_seed), **setup.engine)
+        draws = posterior_draws(setup, posterior, int(cond_seed))
+        gen = np.random.default_rng(int(tie_seed))
+        for name, value in truth.items():
+            ranks.setdefault(name, []).append(rank_statistic(value, draws[name], gen))
+        engine_stats.append(posterior.diagnostics)
+
+    rank_arrays = {name: np.asarray(r, dtype=np.int64) for name, r in ranks.items()}
+    p_values = {name: uniformity_p_value(r, num_draws, num_bins) for name, r in rank_arrays.items()}
+    options = dict(num_personas=num_personas, vocab_size=vocab_size, order=order, concentration=concentration,
+                   num_docs=num_docs, doc_len=doc_len, beta=float(beta), seed=seed,
+                   **({"alpha": alpha} if model == "mixture" else {}),
+                   **({"table_strength": table_strength} if model == "global-tables" else {}),
+                   **({"thin": thin} if method == "mcmc" else {}), engine=engine)
+    return SBCResult(model, method, num_sims, num_draws, rank_arrays, p_values, min(p_values.values()), num_bins,
+                     time.perf_counter() - start, options, _summarise(method, engine_stats))
+
+
+def simulate(setup: _Setup, seed: int) -> tuple[dict[str, Tensor], Evidence]:
+    """Draw parameters from the prior and evidence given them, by running the model forward.
+
+    Returns
+    -------
+    truth : dict of str to Tensor
+        Scalar true value of every checked parameter (module docstring).
+    evidence : Evidence
+        ``[D, T]`` simulated documents.
+    """
+    model = "mixture" if setup.model == "mixture" else "global"
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        trace = poutine.trace(persona_model).get_trace(
+            setup.personas, setup.num_docs, setup.doc_len, evidence=model, alpha=setup.alpha,
+            table_prior=setup.table_prior,
+        )
+    nodes = trace.nodes
+    evidence = make_evidence(nodes["tokens"]["value"].long().numpy(), vocab_size=setup.personas.vocab_size)
+    if setup.model == "mixture":
+        return {f"w[{k}]": w for k, w in enumerate(nodes["w"]["value"])}, evidence
+    truth = {"h": nodes["persona"]["value"].reshape(())}
+    if setup.table_prior is not None:
+        row = nodes["trans"]["value"][focus_persona(setup, evidence), 0]  # [V] first transition row of hmap
+        truth.update({f"trans[hmap,0,{v}]": p for v, p in enumerate(row)})
+    return truth, evidence
+
+
+def focus_persona(setup: _Setup, evidence: Evidence) -> int:
+    """``hmap``: the persona of highest exact posterior probability (beta = 1), a function of the evidence only."""
+    totals = total_counts(evidence, setup.personas.vocab_size, setup.personas.order)  # [F]
+    log_w, _ = exact.global_posterior_dirichlet(setup.personas.prior.log(), setup.table_prior, totals, 1.0)
+    return int(log_w.argmax())
+
+
+def posterior_draws(setup: _Setup, posterior: Any, seed: int) -> dict[str, Tensor]:
+    """``[L]`` posterior draws of every checked parameter from a :class:`~inference.condition.Posterior`.
+
+    For ``global-tables`` by ``exact`` the rows are drawn here, jointly with ``h``
+    (module docstring): ``Posterior.table_samples`` holds every persona's rows
+    updated by all the evidence (draws *given* each persona), not joint draws.
+    """
+    L, V = setup.num_draws, setup.personas.vocab_size
+    if setup.model == "mixture":
+        w = _select(posterior.weight_samples, setup)  # [L, K]
+        return {f"w[{k}]": w[:, k] for k in range(w.shape[-1])}
+    draws = {"h": _select(posterior.persona_samples, setup)}  # [L]
+    if setup.table_prior is None:
+        return draws
+    hmap = focus_persona(setup, posterior.evidence)
+    if setup.method == "exact":  # row hmap is updated only in the draws where h = hmap
+        totals = total_counts(posterior.evidence, V, setup.personas.order)  # [F]
+        updated = exact.dirichlet_row_posterior(setup.table_prior, totals, setup.beta)[hmap, 1]  # [V]
+        prior = setup.table_prior.flat()[hmap, 1]  # [V]
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            rows = torch.where((draws["h"] == hmap)[:, None], torch.distributions.Dirichlet(updated).sample((L,)),
+                               torch.distributions.Dirichlet(prior).sample((L,)))  # [L, V]
+    else:
+        rows = _select(posterior.table_samples[..., hmap, V : 2 * V].exp(), setup)  # [L, V] trans[hmap, 0, :]
+    draws.update({f"trans[hmap,0,{v}]": rows[:, v] for v in range(V)})
+    return draws
+
+
+def _select(samples: Tensor, setup: _Setup) -> Tensor:
+    """``[L, ...]`` from ``[chains, draws, ...]``: every ``thin``-th MCMC draw, else the first ``L`` (iid)."""
+    flat = samples.flatten(0, 1)
+    step = setup.thin if setup.method == "mcmc" else 1
+    out = flat[::step][: setup.num_draws]
+    if len(out) < setup.num_draws:
+        raise InputError(f"the method returned {len(flat)} draws, fewer than num_draws={setup.num_draws} x thin={step}")
+    return out
+
+
+def rank_statistic(truth: Tensor | float, draws: Tensor | np.ndarray, gen: np.random.Generator) -> int:
+    """Rank of ``truth`` among ``draws`` ``[L]``: draws below it, plus a uniform share of the ties.
+
+    Returns an integer in ``0..L``, uniform there when ``truth`` and the draws are exchangeable.
+    """
+    draws = torch.as_tensor(draws)
+    truth = torch.as_tensor(truth, dtype=draws.dtype)
+    below, ties = int((draws < truth).sum()), int((draws == truth).sum())
+    return below + int(gen.integers(0, ties + 1))
+
+
+def bin_edges(num_draws: int, num_bins: int) -> np.ndarray:
+    """``[B + 1]`` integer edges splitting the ranks ``0..L`` into ``B`` bins of near-equal size."""
+    return np.floor(np.arange(num_bins + 1) * (num_draws + 1) / num_bins).astype(np.int64)
+
+
+def rank_histogram(ranks: np.ndarray, num_draws: int, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counts ``[B]`` of ``ranks`` per bin, and the probability ``[B]`` of each bin under uniform ranks."""
+    edges = bin_edges(num_draws, num_bins)
+    counts = np.bincount(np.searchsorted(edges, ranks, side="right") - 1, minlength=num_bins)
+    return counts, np.diff(edges) / (num_draws + 1)
+
+
+def uniformity_p_value(ranks: np.ndarray, num_draws: int, num_bins: int) -> float:
+    """p-value of Pearson's chi-square test that ``ranks`` are uniform on ``0..num_draws``."""
+    from scipy.stats import chisquare
+
+    counts, probs = rank_histogram(np.asarray(ranks), num_draws, num_bins)
+    return float(chisquare(counts, len(ranks) * probs).pvalue)
+
+
+def _default_bins(num_sims: int, num_draws: int) -> int:
+    return max(2, min(MAX_BINS, num_draws + 1, num_sims // 5))
+
+
+def _summarise(method: str, stats: list[dict[str, Any]]) -> dict[str, Any]:
+    if method == "svi":
+        return {"converged_fraction": float(np.mean([s["converged"] for s in stats])),
+                "median_steps": float(np.median([s["steps"] for s in stats]))}
+    if method == "mcmc":
+        ess = [s["ess_min"] for s in stats if s.get("ess_min") == s.get("ess_min")]
+        return {"divergences": int(sum(s["divergences"] for s in stats)),
+                "median_ess_min": float(np.median(ess)) if ess else float("nan")}
+    return {}
+
+
+def plot_ranks(result: SBCResult):
+    """Rank histograms, one panel per parameter, with the 99% band of a uniform histogram.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from scipy.stats import binom
+
+    names = list(result.ranks)
+    cols = min(4, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    edges = bin_edges(result.num_draws, result.num_bins)
+    for ax, name in zip(axes.flat, names, strict=False):
+        counts, probs = rank_histogram(result.ranks[name], result.num_draws, result.num_bins)
+        low = binom.ppf((1 - BAND) / 2, result.num_sims, probs)  # [B]
+        high = binom.ppf(1 - (1 - BAND) / 2, result.num_sims, probs)
+        ax.stairs(high, edges, baseline=low, fill=True, color="0.85", label=f"{BAND:.0%} band")
+        ax.stairs(result.num_sims * probs, edges, color="0.5", linestyle="--")
+        ax.stairs(counts, edges, color="C0", linewidth=1.5, label="ranks")
+        ax.set_title(f"{name}  (p = {result.p_values[name]:.3g})", fontsize=9)
+        ax.set_xlabel(f"rank among {result.num_draws} draws", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    axes[0, 0].set_ylabel("simulations")
+    fig.suptitle(f"SBC: {result.model} / {result.method}, N = {result.num_sims}, "
+                 f"min p = {result.min_p_value:.3g}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise InputError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
+# ---------------------------------------------------------------- psm sbc
+
+
+def add_sbc(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``psm sbc``."""
+    from inference.cli import add_out, add_seed, bounded_int, nonnegative_float
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "models (methods):\n" + "\n".join(
+        f"  {m:14s} ({', '.join(MODELS[m])})\n  {'':14s} {MODEL_HELP[m]}" for m in MODELS
+    ) + "\nwrites DIR/sbc.json (ranks, p_value per parameter, min_p_value) and DIR/sbc_ranks.png"
+    parser.add_argument("--model", choices=tuple(MODELS), required=True, help="SBC model (listed below)")
+    parser.add_argument("--method", choices=("exact", "svi", "mcmc"), required=True,
+                        help="inference method (the model must offer it)")
+    parser.add_argument("--num-sims", type=bounded_int(1, MAX_SIMS), required=True, metavar="N",
+                        help="simulations (prior draw, simulated evidence, conditioning)")
+    parser.add_argument("--num-draws", type=bounded_int(1, MAX_DRAWS), default=DEFAULT_DRAWS, metavar="L",
+                        help=f"posterior draws per simulation; ranks lie in 0..L (default {DEFAULT_DRAWS})")
+    add_seed(parser)
+    add_out(parser)
+    parser.add_argument("--beta", type=nonnegative_float, default=1.0, metavar="B",
+                        help="exponent the method conditions with; simulations use 1, so other values give a "
+                             "deliberately mis-calibrated posterior (default 1)")
+    parser.add_argument("--guide", default=None, help="SVI guide (method svi; see inference.svi)")
+    parser.add_argument("--thin", type=bounded_int(1, 1000), default=None,
+                        help="MCMC: keep every THIN-th of L * THIN draws (method mcmc; default 4)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_sbc(args: argparse.Namespace) -> int:
+    """Run SBC; write sbc.json and the rank histograms sbc_ranks.png."""
+    from inference.cli import say
+
+    check_model_method(args.model, args.method)
+    options: dict[str, Any] = {}
+    if args.guide is not None:
+        if args.method != "svi":
+            raise InputError(f"--guide applies to method svi, not {args.method}")
+        options["guide"] = args.guide
+    if args.thin is not None:
+        if args.method != "mcmc":
+            raise InputError(f"--thin applies to method mcmc, not {args.method}")
+        options["thin"] = args.thin
+    out = check_output_dir(args.out)
+    result = simulation_based_calibration(args.model, args.method, args.num_sims, args.seed, args.num_draws,
+                                          progress=not args.quiet, beta=args.beta, **options)
+    fig = plot_ranks(result)
+    names = ["sbc.json", "sbc_ranks.png"]
+    try:
+        with atomic_output_dir(out) as tmp:
+            write_json_atomic(tmp / names[0], result.to_json())
+            fig.savefig(tmp / names[1], dpi=100)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    say(f"SBC of {args.model} by {args.method}: {args.num_sims} simulations x {args.num_draws} draws in "
+        f"{result.seconds:.1f} s, min p-value {result.min_p_value:.3g} over {len(result.ranks)} "
+        f"parameter{'s' if len(result.ranks) > 1 else ''}; "
+        f"wrote {', '.join(str(out / n) for n in names)}")
+    return 0
