@@ -29,13 +29,16 @@ from inference import exact
 from models.counts import Evidence, TransitionCounts, count_transitions, total_counts
 from models.errors import InputError
 from models.mixture import EVIDENCE_MODELS, persona_model
-from models.personas import MarkovPersonas, TablePrior
+from models.personas import MarkovPersonas, TablePrior, check_seed
 
 METHODS = ("exact", "svi", "mcmc")
 #: draws the exact methods produce for ArviZ (chains x draws)
 EXACT_DRAWS = (4, 250)
 #: at most this many posterior draws enter a Monte Carlo predictive
 PREDICTIVE_DRAWS = 200
+#: largest ``beta * evidence tokens``: a token's finite log-probability is >= -745 (the smallest
+#: float64), so tempered log-likelihoods (and the ELBO and potential built on them) stay finite
+MAX_BETA_TOKENS = 1e300
 
 
 @dataclass
@@ -201,10 +204,11 @@ def condition(
     _check_choice("model", model, EVIDENCE_MODELS)
     _check_choice("method", method, METHODS)
     beta = _check_beta(beta)
-    if evidence.tokens.numel() and int(evidence.tokens.max()) >= personas.vocab_size:
-        raise InputError(f"evidence tokens must lie in [0, {personas.vocab_size}), found {int(evidence.tokens.max())}")
-    if evidence.doc_len < 1 or evidence.num_tokens == 0:
-        raise InputError("the evidence holds no scored token")
+    seed = check_seed(seed)
+    _check_evidence(personas, evidence)
+    if beta * evidence.num_tokens > MAX_BETA_TOKENS:
+        raise InputError(f"beta = {beta:g} is too large for {evidence.num_tokens} evidence tokens: beta * tokens "
+                         f"must stay below {MAX_BETA_TOKENS:.0e} for tempered log-likelihoods to fit in float64")
     alpha_vec = _check_alpha(alpha, personas) if model == "mixture" else None
     if model == "global" and method != "exact" and table_prior is None:
         raise InputError(
@@ -218,6 +222,11 @@ def condition(
     pyro.clear_param_store()
     start = time.perf_counter()
     counts = count_transitions(evidence, personas.vocab_size, personas.order)
+    if model == "mixture" and table_prior is None and beta > 0:  # svi/mcmc would meet NaN gradients
+        possible = torch.isfinite(counts.loglik(personas.log_table()[:, None, :])).any(0)  # [D]
+        if not possible.all():
+            raise InputError(f"evidence document {int((~possible).nonzero()[0])} has zero probability under every "
+                             "persona (a transition no persona allows)")
     common = dict(model=model, method=method, beta=beta, personas=personas, evidence=evidence, counts=counts,
                   alpha=alpha_vec, table_prior=table_prior)
     if method == "exact":
@@ -322,8 +331,31 @@ def _check_beta(beta: float) -> float:
     return beta
 
 
+def _check_evidence(personas: MarkovPersonas, evidence: Evidence) -> None:
+    """One-line errors for evidence that :func:`~models.counts.make_evidence` would have refused."""
+    if not isinstance(personas, MarkovPersonas):
+        raise InputError(f"personas must be MarkovPersonas (see models.personas), got {type(personas).__name__}")
+    if not isinstance(evidence, Evidence):
+        raise InputError(f"evidence must be Evidence (build it with models.counts.make_evidence), "
+                         f"got {type(evidence).__name__}")
+    tokens, mask = evidence.tokens, evidence.mask
+    if not isinstance(tokens, Tensor) or tokens.dtype != torch.long or tokens.dim() != 2:
+        raise InputError("evidence tokens must be a [D, T] int64 tensor (build it with make_evidence)")
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != tokens.shape:
+        raise InputError("evidence mask must be a boolean tensor of the shape of the tokens (build it with make_evidence)")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= personas.vocab_size):
+        raise InputError(f"evidence tokens must lie in [0, {personas.vocab_size}), "
+                         f"found {int(tokens.min())}..{int(tokens.max())}")
+    if evidence.doc_len < 1 or evidence.num_tokens == 0:
+        raise InputError("the evidence holds no scored token")
+
+
 def _check_alpha(alpha: float | Tensor, personas: MarkovPersonas) -> Tensor:
-    alpha = torch.as_tensor(alpha, dtype=personas.prior.dtype)
+    try:
+        alpha = torch.as_tensor(alpha, dtype=personas.prior.dtype)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"alpha must be a positive number or {personas.num_personas} positive numbers, "
+                         f"got {alpha!r}") from None
     K = personas.num_personas
     if alpha.dim() == 0:
         alpha = alpha.expand(K).clone()

@@ -28,8 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import InputError
+from models.personas import check_sizes
 
 FINETUNE_METHODS = ("full", "lora", "last_layer", "k_params")
+#: seeds are 32-bit (as on the command line)
+MAX_SEED = 2**32 - 1
+#: largest integer any key takes (larger values are typos, and overflow torch's 64-bit sizes)
+MAX_INT = 2**32 - 1
+#: most tokens in one simulated corpus, held-out set, evidence arm or training batch
+MAX_TOKENS = 50_000_000
+#: most parameters of the base transformer (about ``12 * n_layer * n_embd**2``)
+MAX_PARAMETERS = 200_000_000
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,8 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
 def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     """Validate a parsed TOML document against the dataclasses above."""
     sections = {"world": WorldConfig, "base": BaseConfig, "finetune": FinetuneConfig, "compare": CompareConfig}
+    if not isinstance(raw, dict):
+        raise InputError(f"an experiment config must be a table of keys, got {type(raw).__name__}")
     _check_keys(raw, {"seed", "arms", *sections}, "")
     values: dict[str, Any] = {}
     if "seed" in raw:
@@ -180,16 +191,30 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
 def validate(config: ExperimentConfig) -> None:
     """Range checks; each error names its key."""
     w, b, f, c = config.world, config.base, config.finetune, config.compare
+    for key, seed in (("seed", config.seed), ("world.seed", w.seed)):
+        if not 0 <= seed <= MAX_SEED:
+            raise InputError(f"{key} must lie in [0, {MAX_SEED}], got {seed!r}")
     _positive("world.num_personas", w.num_personas)
     _at_least("world.vocab_size", w.vocab_size, 2)
     _at_least("world.order", w.order, 0)
     _positive("world.concentration", w.concentration)
     for key in ("corpus_docs", "doc_len", "heldout_contexts"):
         _positive(f"world.{key}", getattr(w, key))
+    try:
+        check_sizes(num_personas=w.num_personas, vocab_size=w.vocab_size, order=w.order)
+    except InputError as exc:
+        raise InputError(f"[world]: {exc}") from None
+    for key in ("corpus_docs", "heldout_contexts"):
+        _tokens(f"world.{key} x world.doc_len", getattr(w, key) * w.doc_len)
     for key in ("n_layer", "n_head", "n_embd", "steps", "batch_size"):
         _positive(f"base.{key}", getattr(b, key))
     if b.n_embd % b.n_head:
         raise InputError(f"base.n_embd ({b.n_embd}) must be a multiple of base.n_head ({b.n_head})")
+    parameters = 12 * b.n_layer * b.n_embd**2 + (w.vocab_size + w.num_personas + w.doc_len + 3) * b.n_embd
+    if parameters > MAX_PARAMETERS:
+        raise InputError(f"base.n_layer = {b.n_layer} and base.n_embd = {b.n_embd} make a transformer of about "
+                         f"{parameters:.2g} parameters (limit {MAX_PARAMETERS:.0e})")
+    _tokens("base.batch_size x world.doc_len", b.batch_size * w.doc_len)
     _positive("base.lr", b.lr)
     if not 0 <= b.p_tag <= 1:
         raise InputError(f"base.p_tag must lie in [0, 1], got {b.p_tag}")
@@ -216,6 +241,8 @@ def validate(config: ExperimentConfig) -> None:
             raise InputError(f"{key}.persona must be 'novel' or an index in [0, {w.num_personas}), got {arm.persona!r}")
         _positive(f"{key}.num_docs", arm.num_docs)
         _positive(f"{key}.doc_len", arm.doc_len)
+        _tokens(f"{key}.num_docs x {key}.doc_len", arm.num_docs * arm.doc_len)
+        _tokens(f"compare.elpd_docs x {key}.doc_len", c.elpd_docs * arm.doc_len)
         _positive(f"{key}.concentration", arm.concentration)
         if not 0 <= arm.prompt_len < arm.doc_len:
             raise InputError(f"{key}.prompt_len must lie in [0, {key}.doc_len), got {arm.prompt_len}")
@@ -256,7 +283,12 @@ def _coerce(key: str, value: Any, kind: type, default: Any = None) -> Any:
             return value
         raise InputError(f"{key} must be {kind.__name__}, got {value!r}")
     if kind is float and isinstance(value, int):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise InputError(f"{key} must be a finite number, got an integer of {len(str(abs(value)))} digits") from None
+    if kind is int and isinstance(value, int) and abs(value) > MAX_INT:
+        raise InputError(f"{key} must be an integer of magnitude <= {MAX_INT}, got {value!r}")
     if not isinstance(value, kind):
         raise InputError(f"{key} must be {kind.__name__}, got {value!r}")
     if kind is float and not math.isfinite(value):
@@ -267,6 +299,11 @@ def _coerce(key: str, value: Any, kind: type, default: Any = None) -> Any:
 def _positive(key: str, value: float) -> None:
     if not value > 0:
         raise InputError(f"{key} must be > 0, got {value!r}")
+
+
+def _tokens(what: str, tokens: int) -> None:
+    if tokens > MAX_TOKENS:
+        raise InputError(f"{what} = {tokens} tokens is too many (limit {MAX_TOKENS:.0e})")
 
 
 def _at_least(key: str, value: int, low: int) -> None:

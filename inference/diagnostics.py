@@ -125,8 +125,9 @@ def convergence(idata: az.InferenceData, var_names: list[str] | None = None) -> 
             warnings.simplefilter("ignore", RuntimeWarning)
             rhat = az.rhat(idata, var_names=names)
             ess = az.ess(idata, var_names=names, method="bulk")
-        out["r_hat_max"] = float(max(np.nanmax(rhat[v].values) for v in names))
-        out["ess_min"] = float(min(np.nanmin(ess[v].values) for v in names))
+            # constant draws (one persona) give all-NaN R-hat and ESS: reported as NaN
+            out["r_hat_max"] = float(max(np.nanmax(rhat[v].values) for v in names))
+            out["ess_min"] = float(min(np.nanmin(ess[v].values) for v in names))
     if "sample_stats" in idata and "diverging" in idata.sample_stats:
         out["divergences"] = int(idata.sample_stats["diverging"].values.sum())
     return out

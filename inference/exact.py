@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -68,6 +69,8 @@ def global_posterior_dirichlet(
     log_ml = (
         torch.lgamma(a.sum(-1)) - torch.lgamma(a.sum(-1) + n.sum(-1)) + (torch.lgamma(a + n) - torch.lgamma(a)).sum(-1)
     ).sum(-1)  # [K]
+    if not torch.isfinite(log_ml).all():  # Dirichlet integrals are finite: only beta * counts can overflow
+        raise InputError(f"beta = {beta:g} times the evidence counts overflows float64; use a smaller beta")
     return _normalise(log_prior + log_ml)
 
 
@@ -129,7 +132,11 @@ def mixture_posterior(doc_loglik: Tensor, alpha: Tensor, beta: float) -> Mixture
             f"{K} personas (limit {MAX_COUNT_STATES:.0e}); use method 'svi' or 'mcmc'"
         )
     lik = _temper(doc_loglik, beta)  # [D, K]
-    shift = lik.max(-1, keepdim=True).values.clamp(min=-1e300)  # per-document constant, added back below
+    impossible = ~torch.isfinite(lik).any(-1)  # [D] documents no persona can write
+    if impossible.any():
+        raise InputError(f"evidence document {int(impossible.nonzero()[0])} has zero probability under every "
+                         "persona (a transition no persona allows)")
+    shift = lik.max(-1, keepdim=True).values  # per-document constant, added back below
     lik = lik - shift
     base = D + 1
     step = base ** torch.arange(K)  # [K] code of e_k
@@ -145,7 +152,7 @@ def mixture_posterior(doc_loglik: Tensor, alpha: Tensor, beta: float) -> Mixture
     log_prior_m = _log_beta(alpha + counts) - _log_beta(alpha)  # [S]
     log_joint = log_w + log_prior_m
     log_evidence = torch.logsumexp(log_joint, 0) + shift.sum()
-    log_p = log_joint - torch.logsumexp(log_joint, 0)
+    log_p = torch.log_softmax(log_joint, 0)
     mean = (log_p.exp()[:, None] * (alpha + counts)).sum(0) / (alpha.sum() + D)
     return MixtureExact(mean, log_evidence, counts, log_p, alpha)
 
@@ -181,8 +188,11 @@ def mixture_predictive(
     Tensor
         ``[n, T, V]``: row ``t`` is the distribution of token ``t`` given tokens ``< t``.
     """
+    contexts = check_contexts(contexts, vocab_size)
     n, T = contexts.shape
     V, M = vocab_size, log_table.shape[0]
+    if n == 0 or T == 0:
+        return log_table.new_zeros(n, T, V)
     features = feature_index(contexts, V, order)  # [n, T]
     row_start = (features - contexts).clone()  # [n, T] offset of each position's row in the flat table
     row_start[:, 0] = 0
@@ -203,15 +213,37 @@ def mixture_predictive(
     return torch.cat(out, 0)
 
 
+def check_contexts(contexts, vocab_size: int) -> Tensor:
+    """``contexts`` as an ``[n, T]`` int64 tensor; one-line :class:`InputError` unless its tokens lie in ``[0, V)``."""
+    try:  # through NumPy: torch has no min/max for every integer dtype (uint64)
+        array = contexts.detach().cpu().numpy() if isinstance(contexts, Tensor) else np.asarray(contexts)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"contexts must be an [n, T] array of tokens, got {type(contexts).__name__}") from None
+    if array.dtype == bool or array.dtype.kind not in "iu":
+        raise InputError(f"contexts must hold integer tokens, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise InputError(f"contexts must be [n, T], got shape {array.shape}")
+    if array.size and (array.min() < 0 or array.max() >= vocab_size):
+        raise InputError(f"context tokens must lie in [0, {vocab_size}), found {array.min()}..{array.max()}")
+    return torch.as_tensor(array.astype(np.int64))
+
+
 def _temper(loglik: Tensor, beta: float) -> Tensor:
-    return torch.zeros_like(loglik) if beta == 0 else beta * loglik
+    if beta == 0:
+        return torch.zeros_like(loglik)
+    tempered = beta * loglik
+    if (torch.isfinite(loglik) & ~torch.isfinite(tempered)).any():
+        raise InputError(f"beta = {beta:g} times the evidence log-likelihood overflows float64; use a smaller beta")
+    return tempered
 
 
 def _normalise(log_joint: Tensor) -> tuple[Tensor, Tensor]:
     log_evidence = torch.logsumexp(log_joint, -1)
     if not torch.isfinite(log_evidence):
         raise InputError("the evidence has zero probability under every persona (a transition no persona allows)")
-    return log_joint - log_evidence, log_evidence
+    # log_softmax subtracts the maximum first: "log_joint - log_evidence" loses every digit of the
+    # weights once |log_joint| ~ 1e16 (beta * tokens), e.g. equal personas no longer get 1/K each.
+    return torch.log_softmax(log_joint, -1), log_evidence
 
 
 def _log_beta(conc: Tensor) -> Tensor:

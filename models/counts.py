@@ -76,8 +76,9 @@ def make_evidence(tokens, mask=None, vocab_size: int | None = None) -> Evidence:
         raise InputError(f"tokens must be [documents, tokens], got shape {tokens.shape}")
     if tokens.shape[0] == 0 or tokens.shape[1] == 0:
         raise InputError(f"evidence is empty (tokens has shape {tokens.shape})")
-    if tokens.min() < 0 or (vocab_size is not None and tokens.max() >= vocab_size):
-        bound = f"[0, {vocab_size})" if vocab_size is not None else "[0, V)"
+    high = np.iinfo(np.int64).max if vocab_size is None else vocab_size - 1  # uint64 may not fit in int64
+    if tokens.min() < 0 or tokens.max() > high:
+        bound = f"[0, {vocab_size})" if vocab_size is not None else "[0, 2**63)"
         raise InputError(f"tokens must lie in {bound}, found values from {tokens.min()} to {tokens.max()}")
     if mask is None:
         mask = np.ones(tokens.shape, dtype=bool)

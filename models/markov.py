@@ -20,6 +20,8 @@ from torch import Tensor
 
 from models.counts import TransitionCounts, feature_index
 
+_NO_SHAPE = torch.Size()  # default sample shape (one draw)
+
 
 class MarkovChain(TorchDistribution):
     """Documents of ``doc_len`` tokens from order-``order`` Markov personas.
@@ -74,7 +76,7 @@ class MarkovChain(TorchDistribution):
         new._validate_args = self._validate_args
         return new
 
-    def sample(self, sample_shape=torch.Size()) -> Tensor:
+    def sample(self, sample_shape=_NO_SHAPE) -> Tensor:
         """Draw documents: ``sample_shape + batch_shape + [T]`` int64."""
         shape = torch.Size(sample_shape) + self.batch_shape
         V, n, T = self.vocab_size, self.order, self.doc_len

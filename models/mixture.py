@@ -29,6 +29,7 @@ Plates: ``personas`` (tables), ``documents`` (dim -1).
 
 from __future__ import annotations
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -39,9 +40,11 @@ from torch import Tensor
 from models.counts import TransitionCounts
 from models.errors import InputError
 from models.markov import MarkovChain
-from models.personas import MarkovPersonas, TablePrior
+from models.personas import MarkovPersonas, TablePrior, check_seed
 
 EVIDENCE_MODELS = ("global", "mixture")
+#: largest corpus :func:`simulate_corpus` draws, in tokens (``num_docs * doc_len``)
+MAX_SIMULATED_TOKENS = 50_000_000
 
 
 def persona_model(
@@ -141,8 +144,8 @@ def simulate_corpus(
     persona : Tensor
         ``[D]`` int64 persona of each document.
     """
-    if num_docs < 1 or doc_len < 1:
-        raise InputError(f"need at least one document of at least one token, got {num_docs} x {doc_len}")
+    _check_simulation(personas, num_docs, doc_len, evidence, alpha)
+    seed = check_seed(seed, high=2**63 - 1)  # torch's range (the world offsets its seed by a few)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         trace = poutine.trace(persona_model).get_trace(
@@ -151,3 +154,25 @@ def simulate_corpus(
     tokens = trace.nodes["tokens"]["value"]
     persona = trace.nodes["persona"]["value"].expand(num_docs).clone()
     return tokens, persona
+
+
+def _check_simulation(personas: MarkovPersonas, num_docs, doc_len, evidence: str, alpha) -> None:
+    """One-line errors before tracing (Pyro appends its trace tables to errors raised inside a trace)."""
+    for name, value in (("num_docs", num_docs), ("doc_len", doc_len)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+    if int(num_docs) * int(doc_len) > MAX_SIMULATED_TOKENS:  # Python ints: NumPy scalars would overflow
+        raise InputError(f"a corpus of {num_docs} x {doc_len} tokens is too large "
+                         f"(limit {MAX_SIMULATED_TOKENS:.0e} tokens)")
+    if evidence not in EVIDENCE_MODELS:
+        raise InputError(f"unknown evidence model {evidence!r}; choose one of {', '.join(EVIDENCE_MODELS)}")
+    if alpha is None:
+        return
+    if evidence == "global":
+        raise InputError("alpha (uncertain persona weights) belongs to the mixture model; the global model uses the prior pi")
+    try:
+        alpha = torch.as_tensor(alpha, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"alpha must be {personas.num_personas} positive numbers, got {alpha!r}") from None
+    if alpha.shape != (personas.num_personas,) or not torch.isfinite(alpha).all() or (alpha <= 0).any():
+        raise InputError(f"alpha must be {personas.num_personas} finite positive numbers, got {alpha.tolist()}")

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +45,8 @@ from models.errors import InputError
 MAX_TABLE_ENTRIES = 50_000_000
 #: how far a probability row may be from summing to one
 SUM_TOLERANCE = 1e-6
+#: largest seed the API accepts (NumPy's legacy seeding, used by ``pyro.set_rng_seed``, needs 32 bits)
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,8 @@ def anchored_table_prior(personas: MarkovPersonas, strength: float = 50.0, floor
     Anchoring each persona's prior to a known table fixes its label, so the
     posterior over learned tables has no label switching (DESIGN.md §6).
     """
-    if not (np.isfinite(strength) and strength >= 0 and np.isfinite(floor) and floor > 0):
-        raise InputError(f"anchored prior needs strength >= 0 and floor > 0, got {strength}, {floor}")
+    if not (_is_number(strength) and _is_number(floor) and strength >= 0 and floor > 0):
+        raise InputError(f"anchored prior needs finite strength >= 0 and floor > 0, got {strength!r}, {floor!r}")
     K, V = personas.num_personas, personas.vocab_size
     init = strength * personas.init + floor  # [K, V]
     trans = strength * personas.trans.reshape(K, -1, V) + floor  # [K, C, V]
@@ -207,9 +208,9 @@ def random_personas(
         ``[K]`` persona prior; uniform when omitted.
     """
     check_sizes(num_personas=num_personas, vocab_size=vocab_size, order=order)
-    if not (np.isfinite(concentration) and concentration > 0):
-        raise InputError(f"concentration must be a positive number, got {concentration}")
-    rng = np.random.default_rng(seed)
+    if not (_is_number(concentration) and concentration > 0):
+        raise InputError(f"concentration must be a positive number, got {concentration!r}")
+    rng = np.random.default_rng(check_seed(seed))
     K, V = num_personas, vocab_size
     init = rng.dirichlet(np.full(V, concentration), size=K)  # [K, V]
     trans = rng.dirichlet(np.full(V, concentration), size=(K,) + (V,) * order)  # [K, V.., V]
@@ -217,6 +218,18 @@ def random_personas(
     init, trans = (_renormalise(a) for a in (init, trans))
     prior = np.full(K, 1.0 / K) if prior is None else np.asarray(prior, dtype=np.float64)
     return make_personas(prior, init, trans)
+
+
+def check_seed(seed: int, name: str = "seed", high: int = MAX_SEED) -> int:
+    """``seed`` as an ``int``; one-line :class:`InputError` unless it is an integer in ``[0, high]``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= high:
+        raise InputError(f"{name} must be an integer in [0, {high}], got {seed!r}")
+    return int(seed)
+
+
+def _is_number(x) -> bool:
+    """A finite real number (Python or NumPy scalar; not a bool, string or array)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and bool(np.isfinite(x))
 
 
 def _renormalise(a: np.ndarray) -> np.ndarray:
@@ -253,8 +266,12 @@ def load_personas(path: str | os.PathLike) -> MarkovPersonas:
     """Read and validate personas written by :func:`save_personas`."""
     arrays = load_npz(path, required=("prior", "init", "trans"))
     personas = make_personas(arrays["prior"], arrays["init"], arrays["trans"])
-    if "order" in arrays and int(np.asarray(arrays["order"])) != personas.order:
-        raise InputError(f"{path}: 'order' says {int(arrays['order'])} but trans has {personas.order} context axes")
+    if "order" in arrays:
+        order = np.asarray(arrays["order"])
+        if order.shape != () or not np.issubdtype(order.dtype, np.integer):
+            raise InputError(f"{path}: 'order' must be one integer, got {order.dtype} array of shape {order.shape}")
+        if int(order) != personas.order:
+            raise InputError(f"{path}: 'order' says {int(order)} but trans has {personas.order} context axes")
     return personas
 
 
@@ -266,7 +283,10 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...]) -> dict[str, np
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+    # zipfile and NumPy raise many types for corrupt files (BadZipFile, EOFError, KeyError,
+    # NotImplementedError for an unknown compression flag, zlib.error, MemoryError for a huge
+    # declared shape, ...): nothing else happens in this block, so every failure means "unreadable".
+    except Exception as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{path}: not a readable .npz file ({first_line})") from None
     missing = [name for name in required if name not in arrays]

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -461,7 +460,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
                 f"{path}: refused to load: the pickle holds objects other than tensors "
                 f"(possibly executable code); only plain state dicts load{f' ({reason[:200]})' if reason else ''}"
             ) from None
-        except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        except Exception as exc:  # a corrupt archive or pickle stream raises many types (KeyError, IndexError, ...)
             raise InputError(f"{path}: not a readable torch file ({_first_line(exc)})") from None
     else:
         raise InputError(f"{path}: unknown weights format (expected .safetensors, .pt or .pth)")

@@ -6,9 +6,9 @@ import torch
 # Small tensors: one thread is faster than two on these 2-core machines (and steadier when shared).
 torch.set_num_threads(1)
 
-from models.counts import make_evidence
-from models.mixture import simulate_corpus
-from models.personas import random_personas
+from models.counts import make_evidence  # noqa: E402
+from models.mixture import simulate_corpus  # noqa: E402
+from models.personas import random_personas  # noqa: E402
 
 
 @pytest.fixture

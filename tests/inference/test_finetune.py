@@ -12,9 +12,9 @@ import pytest
 import safetensors.torch
 import torch
 
+from inference.adapters import k_param_positions
 from inference.baselines import ngram_logprobs, ngram_table
 from inference.exact import mixture_predictive
-from inference.adapters import k_param_positions
 from inference.finetune import (
     finetune,
     masked_nll,

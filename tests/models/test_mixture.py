@@ -14,7 +14,7 @@ from models.personas import random_personas
 def chi_square_p_value(observed, expected_probs):
     """Pooled chi-square over rows; cells with expected count < 5 are merged into one per row."""
     stat, dof = 0.0, 0
-    for obs, p in zip(observed, expected_probs):
+    for obs, p in zip(observed, expected_probs, strict=True):
         n = obs.sum()
         if n == 0:
             continue
