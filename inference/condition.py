@@ -247,14 +247,18 @@ def _condition_exact(common: dict, seed: int) -> Posterior:
         table_prior = common["table_prior"]
         if table_prior is None:
             log_w, log_z = exact.global_posterior(personas.prior.log(), personas.log_table(), totals, beta)
-            tables = None
         else:
             log_w, log_z = exact.global_posterior_dirichlet(personas.prior.log(), table_prior, totals, beta)
-            tables = _sample_row_posteriors(exact.dirichlet_row_posterior(table_prior, totals, beta), chains * draws, gen)
-            tables = tables.reshape(chains, draws, K, -1)
         weights = log_w.exp()
         persona = torch.multinomial(weights, chains * draws, replacement=True, generator=gen).reshape(chains, draws)
-        return Posterior(**common, weights=weights, weight_samples=weights.expand(chains, draws, K),
+        weight_samples, tables = weights.expand(chains, draws, K), None
+        if table_prior is not None:  # joint draws: h ~ P(h | D), then row h from its posterior, the others from the prior
+            seen = _sample_row_posteriors(exact.dirichlet_row_posterior(table_prior, totals, beta), chains * draws, gen)
+            unseen = _sample_row_posteriors(table_prior.flat(), chains * draws, gen)  # [S, K, F]
+            wrote = torch.nn.functional.one_hot(persona.flatten(), K).bool()[..., None]  # [S, K, 1]
+            tables = torch.where(wrote, seen, unseen).reshape(chains, draws, K, -1)
+            weight_samples = _global_weight_samples(personas, tables, totals, beta)
+        return Posterior(**common, weights=weights, weight_samples=weight_samples,
                          persona_samples=persona, table_samples=tables, log_evidence=float(log_z),
                          diagnostics={"method": "enumeration"})
     doc_loglik = counts.loglik(personas.log_table()[:, None, :]).T  # [D, K]
@@ -285,13 +289,18 @@ def _condition_sampled(common: dict, seed: int, progress: bool, options: dict) -
         weight_samples = samples["w"]
     else:
         totals = total_counts(evidence, personas.vocab_size, personas.order)
-        seen = totals.nonzero().squeeze(-1)
-        loglik = (tables[..., seen] * totals[seen]).sum(-1)  # [c, s, K]
-        weight_samples = torch.softmax(personas.prior.log() + exact._temper(loglik, common["beta"]), -1)
+        weight_samples = _global_weight_samples(personas, tables, totals, common["beta"])
     return Posterior(**common, weights=weight_samples.mean((0, 1)), weight_samples=weight_samples,
                      persona_samples=result.discrete["persona"], table_samples=tables,
                      diagnostics=result.diagnostics,
                      extras={"result": result, "diverging": getattr(result, "diverging", None)})
+
+
+def _global_weight_samples(personas: MarkovPersonas, tables: Tensor, totals: Tensor, beta: float) -> Tensor:
+    """``P(h | tables, D)`` for every table draw ``[c, s, K, F]``: ``[c, s, K]``; its mean is ``P(h | D)``."""
+    seen = totals.nonzero().squeeze(-1)
+    loglik = (tables[..., seen] * totals[seen]).sum(-1)  # [c, s, K]
+    return torch.softmax(personas.prior.log() + exact._temper(loglik, beta), -1)
 
 
 def _sample_row_posteriors(conc: Tensor, num: int, gen: torch.Generator) -> Tensor:

@@ -40,6 +40,26 @@ def test_uncertain_tables_give_a_monte_carlo_predictive(tiny_world):
     torch.testing.assert_close(pred.exp().sum(-1), torch.ones(2, ev.doc_len, dtype=torch.float64))
 
 
+def test_uncertain_tables_are_drawn_jointly_with_the_persona(tiny_world):
+    """Row h_s of draw s comes from its posterior, the others from their prior, and the mean of
+    P(h | tables_s, D) over the draws is the exact P(h | D) (within 4 Monte Carlo standard errors)."""
+    personas, ev, _ = tiny_world
+    prior = anchored_table_prior(personas, 5.0)
+    post = condition(personas, ev.select(torch.arange(1)), model="global", method="exact", beta=0.1,
+                     table_prior=prior, seed=3)
+    assert post.weights.max() < 0.95  # the check needs an undecided posterior
+    draws = post.weight_samples.flatten(0, 1)  # [S, K]
+    se = draws.std(0) / draws.shape[0] ** 0.5
+    assert ((draws.mean(0) - post.weights).abs() <= 4 * se + 1e-12).all()
+    persona = post.persona_samples.flatten()  # [S]
+    probs = post.table_samples.flatten(0, 1).exp()  # [S, K, F]
+    prior_mean = prior.flat() / prior.flat().sum(-1, keepdim=True)  # [K, R, V]
+    for k in range(personas.num_personas):  # a persona that did not write the evidence keeps its prior rows
+        others = probs[persona != k, k]  # [n, F]
+        se = others.std(0) / others.shape[0] ** 0.5
+        assert ((others.mean(0) - prior_mean[k].flatten()).abs() <= 4 * se + 1e-12).all()
+
+
 def test_beta_zero_returns_the_prior(tiny_world):
     personas, ev, _ = tiny_world
     torch.testing.assert_close(condition(personas, ev, beta=0.0).weights, personas.prior)
