@@ -32,9 +32,7 @@ model              methods             parameters checked
 evidence: a function of the data only, so ranks of ``trans[hmap, 0, v]`` stay
 uniform (a quantity chosen by the *true* ``h`` would not be: the true value
 and the posterior draws would no longer be exchangeable). It is the row the
-evidence informs most. For ``global-tables`` with method ``exact`` the draws
-are joint: ``h_l ~ P(h | D)``, then row ``hmap`` from its Dirichlet posterior
-when ``h_l = hmap`` and from its prior otherwise.
+evidence informs most. Persona and table draws are joint for every method.
 
 Uniformity: ranks are put into ``B`` bins of (nearly) equal probability
 (``B = min(20, L + 1, N // 5)``, at least 2; expected counts from the exact
@@ -274,7 +272,7 @@ def simulation_based_calibration(
         posterior = condition(personas, evidence, "mixture" if model == "mixture" else "global", method,
                               setup.beta, alpha=setup.alpha if model == "mixture" else 1.0,
                               table_prior=setup.table_prior, seed=int(cond_seed), **setup.engine)
-        draws = posterior_draws(setup, posterior, int(cond_seed))
+        draws = posterior_draws(setup, posterior)
         gen = np.random.default_rng(int(tie_seed))
         for name, value in truth.items():
             ranks.setdefault(name, []).append(rank_statistic(value, draws[name], gen))
@@ -326,14 +324,13 @@ def focus_persona(setup: _Setup, evidence: Evidence) -> int:
     return int(log_w.argmax())
 
 
-def posterior_draws(setup: _Setup, posterior: Any, seed: int) -> dict[str, Tensor]:
+def posterior_draws(setup: _Setup, posterior: Any) -> dict[str, Tensor]:
     """``[L]`` posterior draws of every checked parameter from a :class:`~inference.condition.Posterior`.
 
-    For ``global-tables`` by ``exact`` the rows are drawn here, jointly with ``h``
-    (module docstring): ``Posterior.table_samples`` holds every persona's rows
-    updated by all the evidence (draws *given* each persona), not joint draws.
+    Persona and table draws are joint for every method (for ``exact``: ``h_l ~ P(h | D)``,
+    then the rows of ``h_l`` from their posterior and the other rows from their prior).
     """
-    L, V = setup.num_draws, setup.personas.vocab_size
+    V = setup.personas.vocab_size
     if setup.model == "mixture":
         w = _select(posterior.weight_samples, setup)  # [L, K]
         return {f"w[{k}]": w[:, k] for k in range(w.shape[-1])}
@@ -341,16 +338,7 @@ def posterior_draws(setup: _Setup, posterior: Any, seed: int) -> dict[str, Tenso
     if setup.table_prior is None:
         return draws
     hmap = focus_persona(setup, posterior.evidence)
-    if setup.method == "exact":  # row hmap is updated only in the draws where h = hmap
-        totals = total_counts(posterior.evidence, V, setup.personas.order)  # [F]
-        updated = exact.dirichlet_row_posterior(setup.table_prior, totals, setup.beta)[hmap, 1]  # [V]
-        prior = setup.table_prior.flat()[hmap, 1]  # [V]
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            rows = torch.where((draws["h"] == hmap)[:, None], torch.distributions.Dirichlet(updated).sample((L,)),
-                               torch.distributions.Dirichlet(prior).sample((L,)))  # [L, V]
-    else:
-        rows = _select(posterior.table_samples[..., hmap, V : 2 * V].exp(), setup)  # [L, V] trans[hmap, 0, :]
+    rows = _select(posterior.table_samples[..., hmap, V : 2 * V].exp(), setup)  # [L, V] trans[hmap, 0, :]
     draws.update({f"trans[hmap,0,{v}]": rows[:, v] for v in range(V)})
     return draws
 
