@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from inference import compare, diagnostics
+from inference import compare, diagnostics, projection
 from inference.attribution import attribute
 from inference.baselines import ngram_logprobs, ngram_table
 from inference.condition import condition
@@ -93,8 +93,8 @@ class Base:
     q0: Tensor  # [n, T, V] next-token log-probs on the held-out contexts
     components_true: Tensor  # [K, n, T, V] the true personas on the held-out contexts
     components_self: Tensor  # [K, n, T, V] the base prompted with each persona tag
-    floor_true: compare.Projection
-    floor_self: compare.Projection
+    floor_true: projection.Projection
+    floor_self: projection.Projection
     summary: dict[str, Any]
 
 
@@ -156,8 +156,8 @@ def measure_base(model: PersonaLM, world: World) -> Base:
     components_true = compare.persona_logprobs(personas, heldout)  # [K, n, T, V]
     components_self = torch.stack([next_token_logprobs(model, heldout, tag=h) for h in range(personas.num_personas)])
     bayes = compare.mixture_logprobs(components_true, heldout, personas.prior.log())  # [n, T, V]
-    floor_true = compare.projection_floor(q0, components_true, heldout, init=personas.prior)
-    floor_self = compare.projection_floor(q0, components_self, heldout, init=personas.prior)
+    floor_true = projection.projection_floor(q0, components_true, heldout, init=personas.prior)
+    floor_self = projection.projection_floor(q0, components_self, heldout, init=personas.prior)
     summary = {
         "heldout_nll": _nll(q0, heldout),
         "bayes_optimal_nll": _nll(bayes, heldout),
@@ -211,16 +211,16 @@ def run_arm(config: ExperimentConfig, world: World, base: Base, arm: ArmConfig, 
         kls = compare.kl_by_beta(q[s], conditioned)
         kl_by_beta.append([kls[b] for b in c.betas])
         beta_star.append(compare.beta_star(list(c.betas), kl_by_beta[-1]))
-        proj_true.append(compare.project(q[s], base.components_true, heldout, init=init_true))
-        proj_self.append(compare.project(q[s], base.components_self, heldout, init=init_self))
+        proj_true.append(projection.project(q[s], base.components_true, heldout, init=init_true))
+        proj_self.append(projection.project(q[s], base.components_self, heldout, init=init_self))
         init_true, init_self = proj_true[-1].weights, proj_self[-1].weights
 
-    def exhaustive(projs: list[compare.Projection], floor: compare.Projection):
+    def exhaustive(projs: list[projection.Projection], floor: projection.Projection):
         values, intervals = [], []
         for i, (s, p) in enumerate(zip(steps, projs, strict=True)):
-            values.append(compare.exhaustiveness(kl_to_base[i], p.residual, floor.residual))
+            values.append(projection.exhaustiveness(kl_to_base[i], p.residual, floor.residual))
             per_ctx = compare.kl_per_context(q[s], base.q0)
-            intervals.append(list(compare.exhaustiveness_interval(
+            intervals.append(list(projection.exhaustiveness_interval(
                 per_ctx, p.kl_per_context, floor.kl_per_context, positions=p.positions,
                 num_boot=c.bootstrap, seed=child_seed(seed, "boot", arm.name, s))))
         return values, intervals

@@ -14,25 +14,6 @@ from models.errors import InputError
 from models.mixture import simulate_corpus
 from models.personas import random_personas
 
-
-@pytest.fixture(scope="module")
-def world():
-    """Four bigram personas over six tokens, 64 held-out contexts of 12 tokens, evidence from persona 1."""
-    personas = random_personas(4, 6, order=1, seed=0)
-    contexts, _ = simulate_corpus(personas, 64, 12, seed=1)
-    ev_tokens, _ = simulate_corpus(personas.subset([1]), 3, 12, seed=2)
-    return personas, contexts, make_evidence(ev_tokens.numpy())
-
-
-def exact_predictive(personas, evidence, contexts, beta):
-    return condition(personas, evidence, model="global", method="exact", beta=beta)
-
-
-def novel_logprobs(contexts, vocab_size, seed):
-    """Next-token log-probs of a fresh persona outside the support."""
-    return C.persona_logprobs(random_personas(1, vocab_size, order=1, seed=seed), contexts)[0]
-
-
 # ----------------------------------------------------------------------------- components and KL
 
 
@@ -88,137 +69,24 @@ def test_mixture_logprobs_equal_the_exact_predictive(order):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
-def test_mixture_logprobs_are_differentiable_in_the_weights(world):
-    personas, contexts, _ = world
+def test_mixture_logprobs_are_differentiable_in_the_weights(compare_world):
+    personas, contexts, _ = compare_world
     comp = C.persona_logprobs(personas, contexts[:3, :5])
     theta = torch.randn(4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: C.mixture_logprobs(comp, contexts[:3, :5], t), (theta,))
-
-
-# ----------------------------------------------------------------------------- projection and E
-
-
-@pytest.mark.parametrize("beta", [0.3, 1.0])
-def test_projection_of_the_conditioned_predictive_recovers_the_posterior(world, beta):
-    personas, contexts, evidence = world
-    posterior = exact_predictive(personas, evidence, contexts, beta)
-    q = posterior.predictive(contexts)  # the exact p_w with w = P(h | D)
-    comp = C.persona_logprobs(personas, contexts)
-    q0 = C.mixture_logprobs(comp, contexts, personas.prior.log())
-    proj = C.project(q, comp, contexts)
-    floor = C.projection_floor(q0, comp, contexts)
-    tv = 0.5 * (proj.weights - posterior.weights).abs().sum()
-    assert tv < 0.02, (proj.weights, posterior.weights)
-    assert proj.converged and proj.residual < 1e-6 and floor.residual < 1e-6
-    assert proj.weights.sum() == pytest.approx(1.0)
-    e = C.exhaustiveness(C.mean_kl(q, q0), proj.residual, floor.residual)
-    assert e >= 0.99
-    assert proj.kl_per_context.shape == (contexts.shape[0],)
-    assert float((proj.kl_per_context * proj.positions).sum() / proj.positions.sum()) == pytest.approx(proj.residual)
-
-
-def brute_force_best_mixture(q, personas, contexts):
-    """min of mean KL(q || p_w) over grids of the simplex (K = 3, bigram tables), in NumPy.
-
-    Independent of the code under test: ``p_w(v | x_<t) = sum_h w_h P_h(x_<t) p_h(v | x_t-1)
-    / sum_h w_h P_h(x_<t)`` straight from the tables, in probability space. The grid is in
-    log-ratio coordinates ``w ∝ (e^a, e^b, 1)``, ``a, b`` in [-30, 30] (with in-context
-    updating weights as small as 1e-8 can matter; a linear grid never reaches them),
-    then a finer local grid around the best point.
-    """
-    init, trans = personas.init.numpy(), personas.trans.numpy()  # [K, V], [K, V, V]
-    x = contexts.numpy()
-    n, T = x.shape
-    rows = np.concatenate([np.broadcast_to(init[:, None, None, :], (3, n, 1, init.shape[1])),
-                           trans[:, x[:, :-1]]], axis=2)  # [K, n, T, V]
-    token_p = np.take_along_axis(rows, x[None, :, :, None], -1)[..., 0]  # [K, n, T]
-    prefix = np.concatenate([np.ones((3, n, 1)), np.cumprod(token_p, -1)[..., :-1]], -1)  # [K, n, T]
-    qp, ql = q.exp().numpy(), q.numpy()
-
-    def objectives(ab):  # [G, 2] -> [G]
-        w = np.exp(np.concatenate([ab, np.zeros((len(ab), 1))], 1))  # [G, K]
-        num = np.einsum("gk,knt,kntv->gntv", w, prefix, rows)
-        den = np.einsum("gk,knt->gnt", w, prefix)[..., None]
-        return (qp * (ql - np.log(num / den))).sum(-1).mean((1, 2))
-
-    coarse = np.arange(-30, 30.01, 1.5)
-    grid = np.array(list(itertools.product(coarse, coarse)))
-    values = np.concatenate([objectives(g) for g in np.array_split(grid, 20)])
-    fine = np.arange(-1.5, 1.51, 0.05)
-    local = grid[values.argmin()] + np.array(list(itertools.product(fine, fine)))
-    return float(min(values.min(), np.concatenate([objectives(g) for g in np.array_split(local, 20)]).min()))
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_projection_of_a_persona_outside_the_support(seed):
-    personas = random_personas(3, 6, order=1, seed=seed)
-    contexts, _ = simulate_corpus(personas, 64, 12, seed=10 + seed)
-    comp = C.persona_logprobs(personas, contexts)
-    q0 = C.mixture_logprobs(comp, contexts, personas.prior.log())
-    q = novel_logprobs(contexts, 6, seed=99 + seed)
-    proj = C.project(q, comp, contexts)
-    brute = brute_force_best_mixture(q, personas, contexts)
-    assert proj.residual <= brute + 1e-9  # the optimiser is at least as good as the grid ...
-    assert proj.residual == pytest.approx(brute, abs=1e-3)  # ... and the grid is fine enough to meet it
-    at_optimum = C.mean_kl(q, C.mixture_logprobs(comp, contexts, proj.weights.log()))  # log-space route
-    assert proj.residual == pytest.approx(at_optimum, abs=1e-9)
-    e = C.exhaustiveness(C.mean_kl(q, q0), proj.residual, C.projection_floor(q0, comp, contexts).residual)
-    assert e < 0.35  # re-weighting closes only part of the gap (towards the nearest persona)
-    assert proj.residual > 0.3
-
-
-def test_exhaustiveness_formula_and_conventions():
-    assert C.exhaustiveness(2.0, 0.5, 0.1) == pytest.approx(1 - 0.4 / 2.0)
-    assert C.exhaustiveness(1.0, 0.05, 0.1) == 1.0  # residual below the floor: fully explained
-    assert C.exhaustiveness(0.1, 3.0, 0.0) == 0.0  # clipped at 0
-    assert math.isnan(C.exhaustiveness(0.0, 0.1, 0.1))  # no change: undefined ...
-    assert C.exhaustiveness(0.0, 0.1, 0.1, undefined=1.0) == 1.0  # ... unless the caller says otherwise
-    assert C.exhaustiveness_deviance(0.2, 1.0) == pytest.approx(0.8)
-    assert math.isnan(C.exhaustiveness_deviance(0.0, 0.0))
-
-
-def partly_novel_case(n, seed):
-    """A model 90% an in-support re-weighting, 10% a novel persona (per token): E strictly inside (0, 1)."""
-    personas = random_personas(4, 6, order=1, seed=0)
-    contexts, _ = simulate_corpus(personas, n, 12, seed=seed)
-    comp = C.persona_logprobs(personas, contexts)
-    q0 = C.mixture_logprobs(comp, contexts, personas.prior.log())
-    q_in = C.mixture_logprobs(comp, contexts, torch.tensor([0.05, 0.85, 0.05, 0.05], dtype=torch.float64).log())
-    q = torch.logaddexp(q_in + math.log(0.9), novel_logprobs(contexts, 6, seed=7) + math.log(0.1))
-    proj, floor = C.project(q, comp, contexts), C.projection_floor(q0, comp, contexts)
-    kl_ctx = C.kl_per_context(q, q0)
-    e = C.exhaustiveness(C.mean_kl(q, q0), proj.residual, floor.residual)
-    lo, hi = C.exhaustiveness_interval(kl_ctx, proj.kl_per_context, floor.kl_per_context, num_boot=300, seed=1)
-    return e, lo, hi
-
-
-def test_exhaustiveness_interval_contains_the_estimate_and_shrinks_with_more_contexts():
-    e_small, lo_small, hi_small = partly_novel_case(32, seed=3)
-    e_large, lo_large, hi_large = partly_novel_case(512, seed=4)
-    assert 0.2 < e_small < 0.9 and 0.2 < e_large < 0.9
-    assert lo_small <= e_small <= hi_small and lo_large <= e_large <= hi_large
-    assert (hi_large - lo_large) < 0.6 * (hi_small - lo_small)  # ~ 1/4 expected at 16x the contexts
-
-
-def test_exhaustiveness_interval_is_reproducible_and_checks_shapes():
-    gen = torch.Generator().manual_seed(0)
-    kl_ctx, r, r0 = (torch.rand(20, generator=gen, dtype=torch.float64) for _ in range(3))
-    assert C.exhaustiveness_interval(kl_ctx + 1, r, r0, seed=5) == C.exhaustiveness_interval(kl_ctx + 1, r, r0, seed=5)
-    with pytest.raises(InputError):
-        C.exhaustiveness_interval(kl_ctx, r[:5], r0)
 
 
 # ----------------------------------------------------------------------------- beta*
 
 
 @pytest.mark.parametrize("beta", [0.5, 2.0])
-def test_beta_star_recovers_the_beta_of_the_exact_predictive(world, beta):
-    personas, contexts, _ = world
+def test_beta_star_recovers_the_beta_of_the_exact_predictive(compare_world, beta):
+    personas, contexts, _ = compare_world
     ev_tokens, _ = simulate_corpus(personas, 2, 10, seed=8)  # short evidence: the posterior still moves with beta
     evidence = make_evidence(ev_tokens.numpy())
-    q = exact_predictive(personas, evidence, contexts, beta).predictive(contexts)
+    q = condition(personas, evidence, model="global", beta=beta).predictive(contexts)
     grid = [0.1 * 1.6**i for i in range(10)]  # 0.1 .. 6.9; neither 0.5 nor 2 is on it
-    preds = {b: exact_predictive(personas, evidence, contexts, b).predictive(contexts) for b in grid}
+    preds = {b: condition(personas, evidence, model="global", beta=b).predictive(contexts) for b in grid}
     kls = C.kl_by_beta(q, preds)
     assert list(kls) == sorted(grid)
     got = C.beta_star(list(kls), list(kls.values()))
@@ -266,16 +134,12 @@ def test_description_length():
         C.description_length(float("nan"), 100, 2.0)
 
 
-def test_bad_inputs_get_one_line_errors(world):
-    personas, contexts, _ = world
+def test_bad_inputs_get_one_line_errors(compare_world):
+    personas, contexts, _ = compare_world
     comp = C.persona_logprobs(personas, contexts)
     with pytest.raises(InputError):
         C.mixture_logprobs(comp, contexts[:5], torch.zeros(4, dtype=torch.float64))
     with pytest.raises(InputError):
         C.mixture_logprobs(comp, contexts, torch.zeros(3, dtype=torch.float64))
-    with pytest.raises(InputError):
-        C.project(comp[0, :5], comp, contexts)
-    with pytest.raises(InputError):
-        C.project(comp[0], comp, contexts, init=torch.tensor([1.0, -1.0, 0.0, 0.0]))
     with pytest.raises(InputError):
         C.persona_logprobs(personas, contexts + 6)
