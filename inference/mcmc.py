@@ -82,15 +82,15 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from inference.checkpoints import fingerprint, open_checkpoints, rng_state, set_rng_state
-from inference.svi import (
+from inference.latents import (
     MAX_PLATE_NESTING,
     check_int,
     check_positive,
     check_unknown_options,
     latent_sites,
     recover_discrete,
-    run_svi,
 )
+from inference.svi import run_svi
 from models.counts import Evidence, TransitionCounts, count_transitions
 from models.errors import InputError
 from models.mixture import EVIDENCE_MODELS, persona_model

@@ -238,7 +238,7 @@ def simulation_based_calibration(
     if method == "exact" and engine_options:
         raise InputError(f"method 'exact' takes no engine options, got {', '.join(sorted(engine_options))}")
     if method == "svi" and engine_options.get("guide") is not None:
-        from inference.svi import GUIDES
+        from inference.latents import GUIDES
 
         if engine_options["guide"] not in GUIDES:
             raise InputError(f"unknown SVI guide {engine_options['guide']!r}; choose one of {', '.join(GUIDES)}")

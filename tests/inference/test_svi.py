@@ -24,14 +24,8 @@ import torch
 from pyro import poutine
 
 from inference.condition import condition
-from inference.svi import (
-    GUIDES,
-    ConvergenceRule,
-    SVIResult,
-    latent_sites,
-    recover_discrete,
-    run_svi,
-)
+from inference.latents import GUIDES, latent_sites, recover_discrete
+from inference.svi import ConvergenceRule, SVIResult, run_svi
 from models.counts import count_transitions, make_evidence
 from models.errors import InputError
 from models.mixture import persona_model, simulate_corpus
