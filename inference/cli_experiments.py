@@ -111,4 +111,4 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _short(x) -> str:
-    return "undefined" if x is None or x != x else f"{x:.3f}"
+    return "undefined" if x is None or x != x else f"{x:.3g}"
