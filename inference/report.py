@@ -90,7 +90,7 @@ def _arm_section(arm: dict[str, Any], result, summary: dict[str, Any]) -> list[s
         f"{arm['evidence_tokens']} evidence tokens; after {s} fine-tuning steps:",
         "",
         f"- the fine-tuned model moved {arm['kl_to_base'][-1]:.4f} nats/position from the base; the best-fitting "
-        f"evidence strength is beta* = {_fmt(arm['beta_star'][-1])} (KL to the conditioned model there "
+        f"evidence strength is beta* = {_fmt(arm['beta_star'][-1], '.3g')} (KL to the conditioned model there "
         f"{min(result.curves['kl_by_beta'][-1]):.4f}).",
         f"- projection onto R_true puts {w_true[top_true]:.2f} on persona {top_true}"
         + _match(top_true, arm["evidence_persona"])
@@ -102,7 +102,8 @@ def _arm_section(arm: dict[str, Any], result, summary: dict[str, Any]) -> list[s
         f"(90% bootstrap {_interval(arm['exhaustiveness_ci_true'][-1])}), "
         f"E_self = {_fmt(arm['exhaustiveness_self'][-1])} ({_interval(arm['exhaustiveness_ci_self'][-1])}).",
         f"- Bayesian attribution of the fine-tuned model's completions (NUTS, R-hat {att['r_hat_max']:.3f}, "
-        f"ESS {att['ess_min']:.0f}): E[w] = {_vector(att['weights_mean'])}.",
+        f"ESS {att['ess_min']:.0f}): E[w] = {_vector(att['weights_mean'])}"
+        + (" (R-hat above 1.01: the chains disagree; read these weights with care)." if att["r_hat_max"] > 1.01 else "."),
         f"- held-out ELPD on fresh evidence: best candidate `{best}` ({elpd[best]:.1f}); fine-tuned "
         f"{elpd['finetuned']:.1f}, conditioned at beta=1 {elpd.get('conditioned_beta_1', float('nan')):.1f}, base "
         f"{elpd['base']:.1f}, n-gram {elpd['ngram']:.1f}, from scratch {elpd['scratch']:.1f}.",
@@ -149,8 +150,8 @@ def _match(index: int, evidence: int | None) -> str:
     return " (the evidence persona)" if index == evidence else f" (not the evidence persona {evidence})"
 
 
-def _fmt(x: float | None) -> str:
-    return "undefined" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "undefined" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
 def _interval(ci) -> str:
