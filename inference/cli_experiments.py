@@ -46,7 +46,15 @@ def add_demo(parser: argparse.ArgumentParser) -> None:
 def add_pretrain(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, nargs="?", metavar="CONFIG.toml",
                         help="experiment whose [world] and [base] to use (default: the demo's)")
+    from inference.cli import MAX_STEPS, bounded_int
+
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="checkpoint folder")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None, metavar="DIR",
+                        help="save the training state into DIR (with --checkpoint-every) to resume a long run")
+    parser.add_argument("--checkpoint-every", type=bounded_int(1, MAX_STEPS), default=None, metavar="N",
+                        help="save the training state every N steps (and after the last)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest state in --checkpoint-dir (a fresh run if none)")
     _add_common(parser)
 
 
@@ -98,7 +106,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     config = _config(args, demo_config)
     out = check_output_dir(args.out)
     world = make_world(config.world)
-    model = pretrain_base(config, world, progress=not args.quiet)
+    model = pretrain_base(config, world, progress=not args.quiet, checkpoint_dir=args.checkpoint_dir,
+                          checkpoint_every=args.checkpoint_every, resume=args.resume)
     scores = measure_base(model, world).summary
     with atomic_output_dir(out) as tmp:
         save_checkpoint(model, tmp)

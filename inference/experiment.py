@@ -122,12 +122,15 @@ def model_config(config: ExperimentConfig) -> TransformerConfig:
 
 
 @single_thread
-def pretrain_base(config: ExperimentConfig, world: World, progress: bool = False) -> PersonaLM:
-    """Pre-train the base on a fresh corpus of the world, with persona tags (DESIGN.md §3.2)."""
+def pretrain_base(config: ExperimentConfig, world: World, progress: bool = False, **checkpoints: Any) -> PersonaLM:
+    """Pre-train the base on a fresh corpus of the world, with persona tags (DESIGN.md §3.2).
+
+    ``checkpoints``: ``checkpoint_dir``, ``checkpoint_every``, ``resume`` of :func:`~inference.finetune.pretrain`.
+    """
     w, b = config.world, config.base
     tokens, persona = simulate_corpus(world.personas, w.corpus_docs, w.doc_len, seed=w.seed + 2)
     model, _ = pretrain(model_config(config), tokens, persona, p_tag=b.p_tag, steps=b.steps,
-                        batch_size=b.batch_size, lr=b.lr, seed=config.seed, progress=progress)
+                        batch_size=b.batch_size, lr=b.lr, seed=config.seed, progress=progress, **checkpoints)
     return model
 
 

@@ -111,6 +111,22 @@ def test_pretrain_writes_a_checkpoint_that_run_uses(tmp_path):
     assert base["heldout_nll"] == pytest.approx(scores["heldout_nll"])
 
 
+def test_pretrain_checkpoints_and_resumes_to_the_same_weights(tmp_path, capsys):
+    """A run that saves its state, and one resumed from that state, write the weights of a plain run
+    (the killed-midway case is tests/inference/test_resume.py)."""
+    assert main(["pretrain", str(TINY), "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    saving = ["pretrain", str(TINY), "--checkpoint-dir", str(tmp_path / "state"), "--checkpoint-every", "2", "--quiet"]
+    assert main([*saving, "--out", str(tmp_path / "saved")]) == 0
+    assert any((tmp_path / "state").iterdir())
+    assert main([*saving, "--resume", "--out", str(tmp_path / "resumed")]) == 0
+    weights = {name: (tmp_path / name / "model.safetensors").read_bytes() for name in ("plain", "saved", "resumed")}
+    assert weights["plain"] == weights["saved"] == weights["resumed"]
+    capsys.readouterr()
+    code = main(["pretrain", str(TINY), "--resume", "--out", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "checkpoint" in err and not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
