@@ -28,7 +28,7 @@ demo: install
 	$(VENV)/bin/psm demo --out $(OUT)
 
 test: install-dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest --durations=15
 
 lint: install-dev
 	$(VENV)/bin/ruff check models inference tests benchmarks
