@@ -17,7 +17,8 @@ from pyro.infer.mcmc.util import initialize_model
 
 from inference.condition import condition
 from inference.diagnostics import convergence
-from inference.mcmc import MCMCResult, chain_diagnostics, persona_potential, run_mcmc
+from inference.mcmc import MCMCResult, chain_diagnostics, run_mcmc
+from inference.potentials import persona_potential
 from models.counts import count_transitions, make_evidence
 from models.errors import InputError
 from models.mixture import persona_model, simulate_corpus
