@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference import cli_experiments, sbc
+from inference import cli_experiments
 from inference.outputs import atomic_output_dir, check_output_dir, write_json_atomic
 from models.errors import InputError
 from models.personas import MAX_TABLE_ENTRIES
@@ -305,7 +305,8 @@ COMMANDS: list[Command] = [
             cli_experiments.cmd_demo),
     Command("pretrain", "pre-train the base model of a world and save its checkpoint", cli_experiments.add_pretrain,
             cli_experiments.cmd_pretrain),
-    Command("sbc", "simulation-based calibration of a model and inference method", sbc.add_sbc, sbc.cmd_sbc),
+    Command("sbc", "simulation-based calibration of a model and inference method", cli_experiments.add_sbc,
+            cli_experiments.cmd_sbc),
 ]
 
 

@@ -1,8 +1,9 @@
-"""The experiment commands of ``psm``: ``run``, ``demo`` and ``pretrain``.
+"""The experiment commands of ``psm``: ``run``, ``demo``, ``pretrain`` and ``sbc``.
 
     psm run CONFIG.toml --out DIR [--seed S] [--quiet]
     psm demo [--out DIR] [--seed S] [--quiet]
-    psm pretrain [CONFIG.toml] --out DIR [--seed S] [--quiet]
+    psm pretrain [CONFIG.toml] --out DIR [--seed S] [--checkpoint-dir C --checkpoint-every N] [--resume] [--quiet]
+    psm sbc --model M --method X --num-sims N --seed S --out DIR [--num-draws L] [--beta B] [--quiet]
 
 ``psm pretrain`` with no config regenerates the base checkpoint shipped for
 the default world (``models/data/base_default``)::
@@ -18,8 +19,10 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 from inference.outputs import atomic_output_dir, check_output_dir, write_json_atomic
+from models.errors import InputError
 
 DEMO_OUT = Path("runs/demo")
 
@@ -121,3 +124,68 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _short(x) -> str:
     return "undefined" if x is None or x != x else f"{x:.3g}"
+
+
+# ---------------------------------------------------------------- psm sbc
+
+
+def add_sbc(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``psm sbc``."""
+    from inference.cli import add_out, add_seed, bounded_int, nonnegative_float
+    from inference.sbc import DEFAULT_DRAWS, MAX_DRAWS, MAX_SIMS, MODEL_HELP, MODELS
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "models (methods):\n" + "\n".join(
+        f"  {m:14s} ({', '.join(MODELS[m])})\n  {'':14s} {MODEL_HELP[m]}" for m in MODELS
+    ) + "\nwrites DIR/sbc.json (ranks, p_value per parameter, min_p_value) and DIR/sbc_ranks.png"
+    parser.add_argument("--model", choices=tuple(MODELS), required=True, help="SBC model (listed below)")
+    parser.add_argument("--method", choices=("exact", "svi", "mcmc"), required=True,
+                        help="inference method (the model must offer it)")
+    parser.add_argument("--num-sims", type=bounded_int(1, MAX_SIMS), required=True, metavar="N",
+                        help="simulations (prior draw, simulated evidence, conditioning)")
+    parser.add_argument("--num-draws", type=bounded_int(1, MAX_DRAWS), default=DEFAULT_DRAWS, metavar="L",
+                        help=f"posterior draws per simulation; ranks lie in 0..L (default {DEFAULT_DRAWS})")
+    add_seed(parser)
+    add_out(parser)
+    parser.add_argument("--beta", type=nonnegative_float, default=1.0, metavar="B",
+                        help="exponent the method conditions with; simulations use 1, so other values give a "
+                             "deliberately mis-calibrated posterior (default 1)")
+    parser.add_argument("--guide", default=None, help="SVI guide (method svi; see inference.svi)")
+    parser.add_argument("--thin", type=bounded_int(1, 1000), default=None,
+                        help="MCMC: keep every THIN-th of L * THIN draws (method mcmc; default 4)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_sbc(args: argparse.Namespace) -> int:
+    """Run SBC; write sbc.json and the rank histograms sbc_ranks.png."""
+    from inference import sbc
+    from inference.cli import say
+
+    sbc.check_model_method(args.model, args.method)
+    options: dict[str, Any] = {}
+    if args.guide is not None:
+        if args.method != "svi":
+            raise InputError(f"--guide applies to method svi, not {args.method}")
+        options["guide"] = args.guide
+    if args.thin is not None:
+        if args.method != "mcmc":
+            raise InputError(f"--thin applies to method mcmc, not {args.method}")
+        options["thin"] = args.thin
+    out = check_output_dir(args.out)
+    result = sbc.simulation_based_calibration(args.model, args.method, args.num_sims, args.seed, args.num_draws,
+                                          progress=not args.quiet, beta=args.beta, **options)
+    fig = sbc.plot_ranks(result)
+    names = ["sbc.json", "sbc_ranks.png"]
+    try:
+        with atomic_output_dir(out) as tmp:
+            write_json_atomic(tmp / names[0], result.to_json())
+            fig.savefig(tmp / names[1], dpi=100)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    say(f"SBC of {args.model} by {args.method}: {args.num_sims} simulations x {args.num_draws} draws in "
+        f"{result.seconds:.1f} s, min p-value {result.min_p_value:.3g} over {len(result.ranks)} "
+        f"parameter{'s' if len(result.ranks) > 1 else ''}; "
+        f"wrote {', '.join(str(out / n) for n in names)}")
+    return 0
