@@ -30,6 +30,7 @@ import torch
 from inference.exact import mixture_predictive
 from inference.finetune import finetune, pretrain
 from models.counts import make_evidence
+from models.lm_checkpoint import save_checkpoint
 from models.mixture import simulate_corpus
 from models.personas import random_personas
 from models.transformer import (
@@ -38,7 +39,6 @@ from models.transformer import (
     make_inputs,
     next_token_logprobs,
     num_parameters,
-    save_checkpoint,
 )
 
 

@@ -104,7 +104,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from inference.cli import say
     from inference.config import demo_config
     from inference.experiment import make_world, measure_base, pretrain_base
-    from models.transformer import save_checkpoint
+    from models.lm_checkpoint import save_checkpoint
 
     config = _config(args, demo_config)
     out = check_output_dir(args.out)

@@ -40,15 +40,10 @@ from inference.config import ArmConfig, ExperimentConfig, WorldConfig
 from inference.finetune import finetune, prequential_code_length, pretrain, train_from_scratch
 from models.counts import Evidence, count_transitions, make_evidence
 from models.errors import InputError
+from models.lm_checkpoint import load_checkpoint
 from models.mixture import simulate_corpus
 from models.personas import MarkovPersonas, random_personas
-from models.transformer import (
-    PersonaLM,
-    TransformerConfig,
-    load_checkpoint,
-    next_token_logprobs,
-    sample_completions,
-)
+from models.transformer import PersonaLM, TransformerConfig, next_token_logprobs, sample_completions
 
 #: the base checkpoint shipped for the default world (``psm pretrain`` regenerates it)
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "data" / "base_default"

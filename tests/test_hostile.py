@@ -52,6 +52,7 @@ from inference.config import config_from_dict, load_config
 from inference.diagnostics import load_netcdf, save_netcdf
 from models.counts import Evidence, load_evidence, make_evidence, save_evidence
 from models.errors import InputError
+from models.lm_checkpoint import load_checkpoint, load_state_dict_file, save_checkpoint
 from models.mixture import simulate_corpus
 from models.personas import (
     MarkovPersonas,
@@ -61,13 +62,7 @@ from models.personas import (
     random_personas,
     save_personas,
 )
-from models.transformer import (
-    PersonaLM,
-    TransformerConfig,
-    load_checkpoint,
-    load_state_dict_file,
-    save_checkpoint,
-)
+from models.transformer import PersonaLM, TransformerConfig
 
 #: examples tried, per target ("api:..." or "cli:..."), and how many of them were refused
 CASES: Counter = Counter()
@@ -836,7 +831,7 @@ def _stub_run_experiment(config, progress=True, base_model=None):
     raise InputError("stub: the experiment was accepted (the test stops here)")
 
 
-def _stub_pretrain_base(config, world, progress=False):
+def _stub_pretrain_base(config, world, progress=False, **checkpoints):
     raise InputError("stub: pre-training was accepted (the test stops here)")
 
 
