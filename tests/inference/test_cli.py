@@ -6,7 +6,6 @@ the installed ``psm`` console script in a subprocess.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -496,19 +495,11 @@ def test_check_output_dir_refuses_files(tmp_path):
 # ---------------------------------------------------------------- SVI and MCMC
 
 
-def require_engines() -> None:
-    """Skip only while the engines are unwritten (condition() imports both); once they exist the tests run."""
-    missing = [name for name in ("svi", "mcmc") if importlib.util.find_spec(f"inference.{name}") is None]
-    if missing:
-        pytest.skip(f"inference/{'.py, inference/'.join(missing)}.py does not exist yet")
-
-
 @pytest.mark.parametrize("model, extra", [
     ("mixture", []),
     ("global", ["--table-strength", "20"]),
 ])
 def test_condition_svi(world, tmp_path, capsys, model, extra):
-    require_engines()
     out = tmp_path / "post"
     argv = condition_argv(world, out, *extra, "--num-steps", "30", "--num-samples", "20", model=model, method="svi")
     code, stdout, err = run(argv, capsys)
@@ -522,7 +513,6 @@ def test_condition_svi(world, tmp_path, capsys, model, extra):
 
 
 def test_condition_mcmc(world, tmp_path, capsys):
-    require_engines()
     out = tmp_path / "post"
     argv = condition_argv(world, out, "--num-chains", "2", "--num-samples", "20", "--warmup", "20",
                           model="mixture", method="mcmc")
