@@ -17,8 +17,9 @@ The likelihood of each completion under each persona is the matrix
 ``doc_loglik [D, K] = log p(y_d | c_d, h)``: from persona tables through
 :mod:`models.counts` (``R_true``), or from component next-token log-probs with
 :func:`doc_loglik_from_logprobs` (the tagged base LM, ``R_self``). ``w`` is
-sampled with NUTS by :func:`inference.mcmc.run_mcmc`, chains one after another;
-the InferenceData (posterior
+sampled with NUTS by :func:`inference.mcmc.run_mcmc`, chains one after another,
+on the hand-written potential :func:`attribution_potential` (the density of the
+model with the personas summed out, a test checks it); the InferenceData (posterior
 ``w``, marginal per-completion log-likelihood, posterior predictive check,
 observed data) is built by :func:`inference.diagnostics.attribution_to_arviz`.
 """
@@ -34,6 +35,7 @@ import torch
 from pyro.ops.indexing import Vindex
 from torch import Tensor
 
+from inference.potentials import WeightsPotential
 from models.errors import InputError
 
 
@@ -170,10 +172,11 @@ def attribute(
     progress : bool
         Show Pyro's progress bar.
     marginalise : bool
-        Sum out the personas by hand (default; see :func:`attribution_model`): the same
-        posterior of ``w``, faster. ``False`` lets Pyro enumerate them and also draws each
-        completion's persona given each draw of ``w`` (``infer_discrete``, one trace per
-        draw: slow), stored as ``persona`` in the posterior group.
+        Leave the per-completion personas out of the model (default). NUTS always runs on
+        the hand-written potential (:func:`attribution_potential`); ``False`` keeps the
+        ``persona`` site so that each completion's persona is also drawn given each draw
+        of ``w`` (``infer_discrete``, one trace per draw: slow), stored as ``persona`` in
+        the posterior group.
     components, tokens, mask : Tensor, optional
         ``[K, D, T, V]``, ``[D, T]``, ``[D, T]``: when given, the posterior predictive
         check replicates the completion *tokens* (each drawn given its observed
@@ -216,6 +219,16 @@ def attribute(
     mcse = torch.as_tensor(mcse_mean(idata, "w"), dtype=torch.float64)
     return Attribution(samples.mean((0, 1)), mcse, samples, diag["r_hat_max"], diag["ess_min"],
                        int(result.diverging.sum()), idata)
+
+
+def attribution_potential(doc_loglik: Tensor, alpha: Tensor, marginalise: bool = False,
+                          prompt_loglik: Tensor | None = None) -> WeightsPotential:
+    """The hand-marginalised NUTS potential of :func:`attribution_model` (same arguments)."""
+    return WeightsPotential(doc_loglik, alpha, prompt_loglik)
+
+
+#: NUTS (inference.mcmc) uses this potential for the attribution model, not Pyro's trace of it
+attribution_model.marginal_potential = attribution_potential
 
 
 def _run_nuts(doc_loglik: Tensor, alpha: Tensor, marginalise: bool, prompt_loglik: Tensor | None,

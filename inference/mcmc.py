@@ -19,11 +19,12 @@ summed out. Two potentials, the same density (a test checks they agree):
     (and are precomputed once when the tables are known), and the persona
     is summed out with one ``logsumexp``; the latents live on Pyro's own
     stick-breaking scale, computed in log space (:mod:`inference.potentials`),
-    so from one seed both potentials draw the same chain up to rounding. Only
-    for :func:`models.mixture.persona_model` itself; about 5x the ESS per
-    second of ``enumerate`` on the benchmark (``benchmarks/bench_nuts.py``).
-``auto`` (default) takes ``marginal`` when the model is ``persona_model`` and
-``enumerate`` otherwise.
+    so from one seed both potentials draw the same chain up to rounding. For
+    :func:`models.mixture.persona_model` and any model that offers one
+    (:func:`marginal_potential_of`; the attribution model does); about 5x the
+    ESS per second of ``enumerate`` on the benchmark (``benchmarks/bench_nuts.py``).
+``auto`` (default) takes ``marginal`` when the model has one and ``enumerate``
+otherwise.
 
 Chains run one after another, each a separate ``MCMC`` run seeded from
 ``numpy.random.SeedSequence(seed)`` (on 2 shared cores sequential chains beat
@@ -210,10 +211,12 @@ def run_mcmc(
         raise InputError(f"unknown MCMC potential {potential!r}; choose one of {', '.join(POTENTIALS)}")
     if model_kwargs.get("subsample_size"):
         raise InputError("NUTS needs every document: subsample_size is an SVI option")
+    builder = marginal_potential_of(model)
     if potential == "auto":
-        potential = "marginal" if model is persona_model else "enumerate"
-    if potential == "marginal" and model is not persona_model:
-        raise InputError("potential 'marginal' is written for models.mixture.persona_model; use 'enumerate'")
+        potential = "marginal" if builder is not None else "enumerate"
+    if potential == "marginal" and builder is None:
+        raise InputError("potential 'marginal' needs a hand-written potential (models.mixture.persona_model and "
+                         "inference.attribution.attribution_model have one); use 'enumerate'")
 
     def run() -> dict[str, Any]:  # the fingerprint a checkpoint must carry (hashes the data: only when used)
         return {
@@ -238,7 +241,7 @@ def run_mcmc(
         chains, accept, step_size = _restore_chains(state, diverging, list(sites.continuous), store.directory)
         if len(chains) != resumed_from:
             raise InputError(f"{store.directory}: damaged MCMC checkpoint ({len(chains)} chains at {resumed_from})")
-    hand = persona_potential(*args, **model_kwargs) if potential == "marginal" else None
+    hand = builder(*args, **model_kwargs) if potential == "marginal" else None
     todo = len(chains) < num_chains
     starts = _svi_starts(model, args, model_kwargs, seed, num_chains, svi_steps) if init == "svi" and todo else None
     if latest is not None:
@@ -286,6 +289,19 @@ def run_mcmc(
     )
     return MCMCResult(samples=samples, discrete=discrete, diverging=diverging, diagnostics=diagnostics,
                       seconds=end - start, resumed_from=resumed_from)
+
+
+def marginal_potential_of(model: Callable) -> Callable | None:
+    """The builder of ``model``'s hand-marginalised potential, or None.
+
+    :func:`~models.mixture.persona_model` has :func:`~inference.potentials.persona_potential`;
+    any other model may offer one as an attribute ``model.marginal_potential``: called with
+    the model's arguments, it returns a potential with ``transforms`` and ``initial_params``
+    (see :class:`~inference.potentials.DirichletPotential`).
+    """
+    if model is persona_model:
+        return persona_potential
+    return getattr(model, "marginal_potential", None)
 
 
 def _restore_chains(state: dict[str, Any], diverging: Tensor, names: list[str], where: os.PathLike

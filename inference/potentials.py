@@ -50,7 +50,51 @@ def log_stick_breaking(x: Tensor) -> tuple[Tensor, Tensor]:
     return log_y, log_det
 
 
-class MarginalPotential:
+class DirichletPotential:
+    """Shared part of the hand-written potentials: Dirichlet latents on Pyro's stick-breaking scale.
+
+    Attributes
+    ----------
+    concentrations : dict of str to Tensor
+        Dirichlet concentration of every latent, in model order (rows along the last axis).
+    transforms : dict of str to Transform
+        Constrained -> unconstrained map of every latent (``MCMC(transforms=...)``).
+    """
+
+    def __init__(self, concentrations: dict[str, Tensor]):
+        if not concentrations:
+            raise InputError("the model has no continuous latent site to infer (make the weights or tables uncertain)")
+        self.concentrations = concentrations
+        self.transforms = {  # what Pyro would choose: stick breaking, row by row
+            name: biject_to(constraints.independent(constraints.simplex, conc.dim() - 1)).inv
+            for name, conc in concentrations.items()
+        }
+        self.log_norm = sum(
+            float((torch.lgamma(a).sum(-1) - torch.lgamma(a.sum(-1))).sum()) for a in concentrations.values()
+        )  # sum of log B(a) over every Dirichlet row
+
+    def log_prior(self, z: dict[str, Tensor]) -> tuple[Tensor | float, dict[str, Tensor]]:
+        """Log Dirichlet density plus log Jacobian of ``z``, and the log simplex points of every latent."""
+        log_joint, logs = -self.log_norm, {}
+        for name, conc in self.concentrations.items():
+            logs[name], log_det = log_stick_breaking(z[name])  # [..., n] log of the simplex points
+            log_joint = log_joint + ((conc - 1) * logs[name]).sum() + log_det.sum()
+        return log_joint, logs
+
+    def initial_params(self, init: str, value: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Unconstrained start: a prior draw, uniform in ``(-2, 2)``, or ``value`` (constrained)."""
+        out = {}
+        for name, conc in self.concentrations.items():
+            if init == "svi":
+                out[name] = self.transforms[name](value[name])
+            elif init == "prior":
+                out[name] = self.transforms[name](dist.Dirichlet(conc).sample())
+            else:
+                out[name] = torch.empty(conc.shape[:-1] + (conc.shape[-1] - 1,), dtype=conc.dtype).uniform_(-2, 2)
+        return out
+
+
+class MarginalPotential(DirichletPotential):
     """``-log p(latents, evidence)`` of :func:`~models.mixture.persona_model` with the persona summed
     out by hand, as a function of the unconstrained latents.
 
@@ -58,37 +102,22 @@ class MarginalPotential:
     breaking), computed in log space (:func:`log_stick_breaking`), so the persona
     tables come out as log tables directly. Equal to Pyro's enumerated potential
     (a test checks it), so both potentials draw the same chain from the same seed.
-
-    Attributes
-    ----------
-    concentrations : dict of str to Tensor
-        Dirichlet concentration of every latent, in model order.
-    transforms : dict of str to Transform
-        Constrained -> unconstrained map of every latent (``MCMC(transforms=...)``).
     """
 
     def __init__(self, personas: MarkovPersonas, counts: TransitionCounts, evidence: str, beta: float,
                  alpha: Tensor | None, table_prior: TablePrior | None):
         self.personas, self.counts, self.evidence, self.beta = personas, counts, evidence, float(beta)
-        self.concentrations: dict[str, Tensor] = {}
+        concentrations: dict[str, Tensor] = {}
         if evidence == "mixture" and alpha is not None:
-            self.concentrations["w"] = alpha  # [K]
+            concentrations["w"] = alpha  # [K]
         if table_prior is not None:
-            self.concentrations["init"] = table_prior.init  # [K, V]
-            self.concentrations["trans"] = table_prior.trans  # [K, C, V]
-        if not self.concentrations:
-            raise InputError("the model has no continuous latent site to infer (make the weights or tables uncertain)")
-        self.transforms = {  # what Pyro would choose: stick breaking, row by row
-            name: biject_to(constraints.independent(constraints.simplex, conc.dim() - 1)).inv
-            for name, conc in self.concentrations.items()
-        }
-        self.log_norm = sum(
-            float((torch.lgamma(a).sum(-1) - torch.lgamma(a.sum(-1))).sum()) for a in self.concentrations.values()
-        )  # sum of log B(a) over every Dirichlet row
+            concentrations["init"] = table_prior.init  # [K, V]
+            concentrations["trans"] = table_prior.trans  # [K, C, V]
+        super().__init__(concentrations)
         totals = counts.totals()  # [F]
         self.seen = totals.nonzero().squeeze(-1)  # [F'] features with evidence
         self.totals = totals[self.seen]  # [F']
-        self.log_prior = personas.prior.log()  # [K]
+        self.log_prior_h = personas.prior.log()  # [K]
         # known tables: the per-document log-likelihoods never change
         self.fixed = None if table_prior is not None else self._doc_loglik(personas.log_table())  # [K, D]
 
@@ -108,31 +137,37 @@ class MarginalPotential:
         return torch.zeros_like(L) if self.beta == 0 else self.beta * L
 
     def __call__(self, z: dict[str, Tensor]) -> Tensor:
-        log_joint = -self.log_norm
-        logs = {}
-        for name, conc in self.concentrations.items():
-            logs[name], log_det = log_stick_breaking(z[name])  # [..., n] log of the simplex points
-            log_joint = log_joint + ((conc - 1) * logs[name]).sum() + log_det.sum()  # Dirichlet prior, Jacobian
+        log_joint, logs = self.log_prior(z)
         if self.fixed is None:
             log_table = torch.cat([logs["init"], logs["trans"].flatten(-2)], -1)  # [K, F]
         if self.evidence == "global":  # one persona for all documents: only the totals matter
             L = self.fixed.sum(-1) if self.fixed is not None else self._total_loglik(log_table)  # [K]
-            return -(log_joint + torch.logsumexp(self.log_prior + L, 0))
+            return -(log_joint + torch.logsumexp(self.log_prior_h + L, 0))
         L = self.fixed if self.fixed is not None else self._doc_loglik(log_table)  # [K, D]
-        log_w = logs["w"] if "w" in logs else self.log_prior  # [K]
+        log_w = logs["w"] if "w" in logs else self.log_prior_h  # [K]
         return -(log_joint + torch.logsumexp(log_w[:, None] + L, 0).sum())
 
-    def initial_params(self, init: str, value: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """Unconstrained start: a prior draw, uniform in ``(-2, 2)``, or ``value`` (constrained)."""
-        out = {}
-        for name, conc in self.concentrations.items():
-            if init == "svi":
-                out[name] = self.transforms[name](value[name])
-            elif init == "prior":
-                out[name] = self.transforms[name](dist.Dirichlet(conc).sample())
-            else:
-                out[name] = torch.empty(conc.shape[:-1] + (conc.shape[-1] - 1,), dtype=conc.dtype).uniform_(-2, 2)
-        return out
+
+class WeightsPotential(DirichletPotential):
+    """``-log p(w, documents)`` for ``w ~ Dirichlet(alpha)`` and documents whose per-persona
+    log-likelihoods are known, each written by one persona ``z_d ~ w`` (summed out).
+
+    With ``prompt_loglik`` (``log p(c_d | h)``) each document's persona weights are first
+    updated by its prompt in context: ``log p(y_d | c_d, w) = logsumexp(log w + P_d + L_d)
+    - logsumexp(log w + P_d)``. The potential of :func:`inference.attribution.attribution_model`.
+    """
+
+    def __init__(self, doc_loglik: Tensor, alpha: Tensor, prompt_loglik: Tensor | None = None):
+        super().__init__({"w": alpha})  # [K]
+        self.doc_loglik, self.prompt_loglik = doc_loglik, prompt_loglik  # [D, K], [D, K] or None
+
+    def __call__(self, z: dict[str, Tensor]) -> Tensor:
+        log_joint, logs = self.log_prior(z)
+        log_w = logs["w"]  # [K]
+        if self.prompt_loglik is None:
+            return -(log_joint + torch.logsumexp(log_w + self.doc_loglik, -1).sum())
+        logits = log_w + self.prompt_loglik  # [D, K]
+        return -(log_joint + (torch.logsumexp(logits + self.doc_loglik, -1) - torch.logsumexp(logits, -1)).sum())
 
 
 def persona_potential(

@@ -9,9 +9,15 @@ from matplotlib.figure import Figure  # noqa: E402
 from pyro.infer.mcmc.util import initialize_model  # noqa: E402
 
 from inference import diagnostics  # noqa: E402
-from inference.attribution import attribute, attribution_model, doc_loglik_from_logprobs  # noqa: E402
+from inference.attribution import (  # noqa: E402
+    attribute,
+    attribution_model,
+    attribution_potential,
+    doc_loglik_from_logprobs,
+)
 from inference.compare import persona_logprobs  # noqa: E402
 from inference.exact import mixture_posterior  # noqa: E402
+from inference.mcmc import marginal_potential_of  # noqa: E402
 from models.counts import count_transitions, make_evidence  # noqa: E402
 from models.errors import InputError  # noqa: E402
 from models.mixture import simulate_corpus  # noqa: E402
@@ -44,6 +50,8 @@ def test_enumerated_and_hand_marginalised_models_have_one_density(completions):
     alpha = torch.tensor([0.5, 1.0, 2.0, 1.5], dtype=torch.float64)
     _, enum_fn, transforms, _ = initialize_model(attribution_model, (doc_loglik, alpha, False), max_plate_nesting=1)
     _, marg_fn, _, _ = initialize_model(attribution_model, (doc_loglik, alpha, True), max_plate_nesting=1)
+    hand = attribution_potential(doc_loglik, alpha)
+    assert set(hand.transforms) == set(transforms) == {"w"}
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
         u = {"w": torch.randn(3, generator=gen, dtype=torch.float64)}
@@ -53,6 +61,11 @@ def test_enumerated_and_hand_marginalised_models_have_one_density(completions):
                    + torch.logsumexp(w.log() + doc_loglik, -1).sum())
         torch.testing.assert_close(-enum_fn(u), by_hand, rtol=1e-10, atol=1e-8)
         torch.testing.assert_close(-marg_fn(u), by_hand, rtol=1e-10, atol=1e-8)
+        torch.testing.assert_close(-hand(u), by_hand, rtol=1e-10, atol=1e-8)  # what NUTS runs on
+
+
+def test_nuts_runs_on_the_hand_written_potential(completions):
+    assert marginal_potential_of(attribution_model) is attribution_potential
 
 
 def test_prompts_update_the_persona_weights_in_context(completions):
@@ -71,6 +84,7 @@ def test_prompts_update_the_persona_weights_in_context(completions):
     by_hand = torch.distributions.Dirichlet(alpha).log_prob(w) + jac + joint.sum()
     torch.testing.assert_close(-enum_fn(u), by_hand, rtol=1e-10, atol=1e-8)
     torch.testing.assert_close(-marg_fn(u), by_hand, rtol=1e-10, atol=1e-8)
+    torch.testing.assert_close(-attribution_potential(*args, True, prompt_loglik)(u), by_hand, rtol=1e-10, atol=1e-8)
     assert not torch.isclose(-plain_fn(u), by_hand)  # the prompt matters here
 
 
