@@ -1,5 +1,4 @@
-"""Latent sites, guides and option checks shared by SVI and MCMC (the recovery of discrete
-sites against its closed form is in test_svi.py, next to the worlds it uses)."""
+"""Latent sites, guides, discrete recovery and option checks shared by SVI and MCMC."""
 
 import pyro
 import pyro.distributions as dist
@@ -15,11 +14,13 @@ from inference.latents import (
     draw_guide,
     latent_sites,
     make_guide,
+    recover_discrete,
 )
 from models.counts import count_transitions, make_evidence
 from models.errors import InputError
 from models.mixture import persona_model, simulate_corpus
 from models.personas import anchored_table_prior, random_personas
+from tests.inference.worlds import K, global_world, mixture_world
 
 
 def model_and_args(evidence_model: str, tables: bool = False):
@@ -97,3 +98,33 @@ def test_option_checks_give_one_line_errors():
     with pytest.raises(InputError, match="unknown SVI option.*valid options: num_steps, lr$") as info:
         check_unknown_options("SVI", {"steps": 3}, engine)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("model", ["mixture", "global-tables"])
+def test_recovered_personas_follow_their_exact_conditional(model):
+    """``infer_discrete`` (batched over draws for ``w``, one call per draw for tables) draws
+    ``z | continuous, D`` with the closed-form probabilities; 4 binomial standard errors."""
+    num = 3000
+    if model == "mixture":
+        personas, evidence, _, args, kwargs = mixture_world(0)
+        w = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+        samples = {"w": w.expand(num, K)}
+        L = kwargs["counts"].loglik(personas.log_table()[:, None, :])  # [K, D]
+        probs = torch.softmax(w.log()[:, None] + L, 0).T  # [D, K]
+    else:
+        personas, evidence, prior = global_world()
+        counts = count_transitions(evidence, 3, 0)
+        args = (personas, 4, 8)
+        kwargs = dict(tokens=evidence.tokens, mask=evidence.mask, counts=counts, evidence="global", table_prior=prior)
+        init, trans = prior.init / prior.init.sum(-1, keepdim=True), prior.trans / prior.trans.sum(-1, keepdim=True)
+        num = 600  # one call per draw here
+        samples = {"init": init.expand(num, *init.shape), "trans": trans.expand(num, *trans.shape)}
+        log_table = torch.cat([init.log(), trans.log().flatten(-2)], -1)  # [K, F]
+        probs = torch.softmax(personas.prior.log() + counts.loglik(log_table[:, None, :]).sum(-1), 0)[None]  # [1, K]
+    sites = latent_sites(persona_model, args, kwargs)
+    torch.manual_seed(0)
+    z = recover_discrete(persona_model, args, kwargs, samples, sites)["persona"]  # [num, D] or [num]
+    z = z.reshape(num, -1)
+    freq = torch.nn.functional.one_hot(z, probs.shape[-1]).double().mean(0)  # [D, K]
+    se = (probs * (1 - probs) / num).sqrt()
+    assert torch.all((freq - probs).abs() <= 4 * se + 1e-12), (freq, probs)

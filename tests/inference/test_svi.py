@@ -24,40 +24,14 @@ import torch
 from pyro import poutine
 
 from inference.condition import condition
-from inference.latents import GUIDES, latent_sites, recover_discrete
+from inference.latents import GUIDES
 from inference.svi import ConvergenceRule, SVIResult, run_svi
-from models.counts import count_transitions, make_evidence
+from models.counts import count_transitions
 from models.errors import InputError
-from models.mixture import persona_model, simulate_corpus
-from models.personas import anchored_table_prior, random_personas
+from models.mixture import persona_model
+from tests.inference.worlds import D, K, global_world, mixture_world
 
-K, V, ORDER, D, T = 3, 4, 1, 10, 8
 BIAS = {"dirichlet": 0.03, "normal": 0.05}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on shared cores
-    yield
-    torch.set_num_threads(threads)
-
-
-def mixture_world(seed: int):
-    """Documents drawn mostly from persona 0, so the posterior of ``w`` sits far from its prior."""
-    personas = random_personas(K, V, ORDER, concentration=0.5, seed=seed, prior=torch.tensor([0.7, 0.2, 0.1]))
-    tokens, persona = simulate_corpus(personas, D, T, seed=seed)
-    evidence = make_evidence(tokens)
-    kwargs = dict(tokens=evidence.tokens, mask=evidence.mask, counts=count_transitions(evidence, V, ORDER),
-                  evidence="mixture", beta=1.0, alpha=torch.ones(K, dtype=torch.float64))
-    return personas, evidence, persona, (personas, D, T), kwargs
-
-
-def global_world():
-    """Weak evidence on uncertain unigram tables: the persona posterior is spread out."""
-    personas = random_personas(3, 3, 0, concentration=2.0, seed=0)
-    tokens, _ = simulate_corpus(personas, 4, 8, seed=0)
-    return personas, make_evidence(tokens), anchored_table_prior(personas, 30.0, 1.0)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -184,33 +158,3 @@ def test_bad_options_through_condition():
     personas, evidence, _, _, _ = mixture_world(0)
     with pytest.raises(InputError, match="valid options"):
         condition(personas, evidence, model="mixture", method="svi", num_chains=4)
-
-
-@pytest.mark.parametrize("model", ["mixture", "global-tables"])
-def test_recovered_personas_follow_their_exact_conditional(model):
-    """``infer_discrete`` (batched over draws for ``w``, one call per draw for tables) draws
-    ``z | continuous, D`` with the closed-form probabilities; 4 binomial standard errors."""
-    num = 3000
-    if model == "mixture":
-        personas, evidence, _, args, kwargs = mixture_world(0)
-        w = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
-        samples = {"w": w.expand(num, K)}
-        L = kwargs["counts"].loglik(personas.log_table()[:, None, :])  # [K, D]
-        probs = torch.softmax(w.log()[:, None] + L, 0).T  # [D, K]
-    else:
-        personas, evidence, prior = global_world()
-        counts = count_transitions(evidence, 3, 0)
-        args = (personas, 4, 8)
-        kwargs = dict(tokens=evidence.tokens, mask=evidence.mask, counts=counts, evidence="global", table_prior=prior)
-        init, trans = prior.init / prior.init.sum(-1, keepdim=True), prior.trans / prior.trans.sum(-1, keepdim=True)
-        num = 600  # one call per draw here
-        samples = {"init": init.expand(num, *init.shape), "trans": trans.expand(num, *trans.shape)}
-        log_table = torch.cat([init.log(), trans.log().flatten(-2)], -1)  # [K, F]
-        probs = torch.softmax(personas.prior.log() + counts.loglik(log_table[:, None, :]).sum(-1), 0)[None]  # [1, K]
-    sites = latent_sites(persona_model, args, kwargs)
-    torch.manual_seed(0)
-    z = recover_discrete(persona_model, args, kwargs, samples, sites)["persona"]  # [num, D] or [num]
-    z = z.reshape(num, -1)
-    freq = torch.nn.functional.one_hot(z, probs.shape[-1]).double().mean(0)  # [D, K]
-    se = (probs * (1 - probs) / num).sqrt()
-    assert torch.all((freq - probs).abs() <= 4 * se + 1e-12), (freq, probs)
