@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from inference.condition import condition
-from inference.exact import global_posterior
+from inference.conditioning.condition import condition
+from inference.conditioning.exact import global_posterior
 from models.counts import make_evidence, total_counts
 from models.mixture import simulate_corpus
 from models.personas import random_personas

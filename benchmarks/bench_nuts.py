@@ -34,7 +34,7 @@ import time
 import numpy as np
 import torch
 
-from inference.condition import condition
+from inference.conditioning.condition import condition
 from inference.diagnostics import convergence
 from models.counts import count_transitions, make_evidence
 from models.mixture import simulate_corpus

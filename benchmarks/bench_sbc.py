@@ -26,8 +26,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from inference.outputs import write_json_atomic  # noqa: E402
-from inference.sbc import plot_ranks, simulation_based_calibration  # noqa: E402
+from inference.conditioning.sbc import plot_ranks, simulation_based_calibration  # noqa: E402
+from inference.storage.outputs import write_json_atomic  # noqa: E402
 
 #: (name, model, method, options); the N of runs marked "slow" is --mcmc-sims
 RUNS = [

@@ -77,8 +77,8 @@ def run_case(case: dict) -> dict:
     """One case in a fresh process: time, normalisation error, non-finite counts, peak memory."""
     import torch
 
-    from inference import exact
-    from inference.condition import condition
+    from models.predictive import mixture_predictive
+    from inference.conditioning.condition import condition
     from models.counts import count_transitions, load_evidence, total_counts
     from models.personas import anchored_table_prior
 
@@ -130,7 +130,7 @@ def run_case(case: dict) -> dict:
     if posterior.table_samples is None:  # -inf exactly where every persona with weight forbids the token
         support = (w > 0).nonzero().squeeze(-1)
         sub = posterior.personas.log_table()[support]
-        zero = torch.isinf(exact.mixture_predictive(sub, torch.zeros(len(support)), contexts, V, 1))
+        zero = torch.isinf(mixture_predictive(sub, torch.zeros(len(support)), contexts, V, 1))
         row["predictive_-inf_where_exact_zero"] = bool(torch.equal(zero, torch.isinf(logp)))
 
     start = time.perf_counter()

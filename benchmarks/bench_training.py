@@ -27,8 +27,8 @@ import time
 
 import torch
 
-from inference.exact import mixture_predictive
-from inference.finetune import finetune, pretrain
+from models.predictive import mixture_predictive
+from inference.finetuning.training import finetune, pretrain
 from models.counts import make_evidence
 from models.lm_checkpoint import save_checkpoint
 from models.mixture import simulate_corpus

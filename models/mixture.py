@@ -39,12 +39,9 @@ from torch import Tensor
 
 from models.counts import TransitionCounts
 from models.errors import InputError
+from models.limits import EVIDENCE_MODELS, MAX_TOKENS, check_seed
 from models.markov import MarkovChain
-from models.personas import MarkovPersonas, TablePrior, check_seed
-
-EVIDENCE_MODELS = ("global", "mixture")
-#: largest corpus :func:`simulate_corpus` draws, in tokens (``num_docs * doc_len``)
-MAX_SIMULATED_TOKENS = 50_000_000
+from models.personas import MarkovPersonas, TablePrior
 
 
 def persona_model(
@@ -161,9 +158,9 @@ def _check_simulation(personas: MarkovPersonas, num_docs, doc_len, evidence: str
     for name, value in (("num_docs", num_docs), ("doc_len", doc_len)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InputError(f"{name} must be an integer >= 1, got {value!r}")
-    if int(num_docs) * int(doc_len) > MAX_SIMULATED_TOKENS:  # Python ints: NumPy scalars would overflow
+    if int(num_docs) * int(doc_len) > MAX_TOKENS:  # Python ints: NumPy scalars would overflow
         raise InputError(f"a corpus of {num_docs} x {doc_len} tokens is too large "
-                         f"(limit {MAX_SIMULATED_TOKENS:.0e} tokens)")
+                         f"(limit {MAX_TOKENS:.0e} tokens)")
     if evidence not in EVIDENCE_MODELS:
         raise InputError(f"unknown evidence model {evidence!r}; choose one of {', '.join(EVIDENCE_MODELS)}")
     if alpha is None:

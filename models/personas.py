@@ -30,7 +30,6 @@ array       shape                       meaning
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +39,10 @@ import torch
 from torch import Tensor
 
 from models.errors import InputError
+from models.limits import check_seed, check_sizes
 
-#: largest total number of table entries (all personas) the toolkit accepts
-MAX_TABLE_ENTRIES = 50_000_000
 #: how far a probability row may be from summing to one
 SUM_TOLERANCE = 1e-6
-#: largest seed the API accepts (NumPy's legacy seeding, used by ``pyro.set_rng_seed``, needs 32 bits)
-MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -220,13 +216,6 @@ def random_personas(
     return make_personas(prior, init, trans)
 
 
-def check_seed(seed: int, name: str = "seed", high: int = MAX_SEED) -> int:
-    """``seed`` as an ``int``; one-line :class:`InputError` unless it is an integer in ``[0, high]``."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= high:
-        raise InputError(f"{name} must be an integer in [0, {high}], got {seed!r}")
-    return int(seed)
-
-
 def _is_number(x) -> bool:
     """A finite real number (Python or NumPy scalar; not a bool, string or array)."""
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and bool(np.isfinite(x))
@@ -236,19 +225,6 @@ def _renormalise(a: np.ndarray) -> np.ndarray:
     a = np.where(np.isfinite(a), a, 0.0)
     s = a.sum(-1, keepdims=True)
     return np.where(s > 0, a / np.where(s > 0, s, 1.0), 1.0 / a.shape[-1])
-
-
-def check_sizes(*, num_personas: int, vocab_size: int, order: int) -> None:
-    """One-line errors for persona sizes that make no sense or would not fit in memory."""
-    for name, value, low in (("num_personas", num_personas, 1), ("vocab_size", vocab_size, 2), ("order", order, 0)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-    log_entries = (order + 1) * math.log(vocab_size) + math.log(num_personas)  # no huge integer powers
-    if log_entries > math.log(MAX_TABLE_ENTRIES):
-        raise InputError(
-            f"{num_personas} personas of order {order} over {vocab_size} tokens need "
-            f"about 10^{log_entries / math.log(10):.1f} table entries (limit {MAX_TABLE_ENTRIES:.0e})"
-        )
 
 
 def save_personas(path: str | os.PathLike, personas: MarkovPersonas) -> None:

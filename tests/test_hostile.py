@@ -44,12 +44,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import inference.experiment
-import inference.sbc
+import inference.conditioning.sbc
+import inference.experiment.runner
+import inference.experiment.world
 from inference.cli import main
-from inference.condition import Posterior, condition
-from inference.config import config_from_dict, load_config
+from inference.conditioning.condition import Posterior, condition
 from inference.diagnostics import load_netcdf, save_netcdf
+from inference.experiment.config import config_from_dict, load_config
 from models.counts import Evidence, load_evidence, make_evidence, save_evidence
 from models.errors import InputError
 from models.lm_checkpoint import load_checkpoint, load_state_dict_file, save_checkpoint
@@ -134,12 +135,13 @@ TINY_MODEL = TransformerConfig(vocab_size=6, num_personas=3, block_size=14, n_la
 # ---------------------------------------------------------------- helpers
 
 
-def expect_refused_or_ok(target: str, call):
-    """Run ``call()``; an :class:`InputError` must have a one-line message. Returns the result or None."""
+def expect_refused_or_ok(target: str, call, refusal: type[Exception] = InputError):
+    """Run ``call()``; a ``refusal`` (:class:`InputError`; the ArviZ boundary raises ``ValueError``)
+    must have a one-line message. Returns the result or None."""
     CASES[target] += 1
     try:
         return call()
-    except InputError as exc:
+    except refusal as exc:
         message = str(exc)
         assert message and "\n" not in message, f"InputError message is not one line: {message!r}"
         REFUSED[target] += 1
@@ -179,19 +181,22 @@ def run_cli(target: str, argv: list, outroot: Path, expected: tuple[str, ...] = 
 
 
 def out_folder(draw, root: Path, hostile: bool | None = None) -> Path:
-    """``--out``: new, existing with an unrelated file, or nested under missing parents (all valid);
-    a file, or a path inside a file (hostile). ``hostile=None`` draws either kind."""
+    """``--out``: new, an existing empty folder, or nested under missing parents (all valid);
+    a file, a path inside a file, or a folder holding an earlier run (hostile: refused without
+    ``--overwrite``). ``hostile=None`` draws either kind."""
     outroot = root / "outroot"
     outroot.mkdir()
-    valid, bad = ["new", "existing", "nested"], ["file", "inside-file"]
+    valid, bad = ["new", "existing-empty", "nested"], ["file", "inside-file", "earlier-run"]
     kind = draw(st.sampled_from(valid if hostile is False else bad if hostile else valid + bad))
     out = outroot / "out"
-    if kind == "existing":
+    if kind == "existing-empty":
         out.mkdir()
-        (out / "keep.txt").write_text("unrelated")
+    elif kind == "earlier-run":
+        out.mkdir()
+        (out / "summary.json").write_text("an earlier run")
     elif kind == "nested":
         out = outroot / "a" / "b" / "out"
-    elif kind in bad:
+    elif kind in ("file", "inside-file"):
         out.write_text("a file")
         out = out if kind == "file" else out / "sub"
     return out
@@ -677,7 +682,7 @@ def test_corrupt_npz_is_refused_or_loads_valid(files, which, data):
 
 # h5netcdf's File.__del__ trips over a half-built File after a failed open ("Exception ignored in
 # File.close ... no attribute '_writable'"): a library bug, printed, not raised; load_netcdf itself
-# raises InputError, which is what this test checks.
+# raises a one-line ValueError, which is what this test checks.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @hostile(60)
 @given(data=st.data())
@@ -686,7 +691,7 @@ def test_corrupt_netcdf_is_refused_or_loads(files, data):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "posterior.nc"
         path.write_bytes(blob)
-        expect_refused_or_ok("api:load_netcdf", lambda: load_netcdf(path))
+        expect_refused_or_ok("api:load_netcdf", lambda: load_netcdf(path), ValueError)
 
 
 def config_json_edits(original: bytes) -> st.SearchStrategy[bytes]:
@@ -825,9 +830,9 @@ def test_cli_condition(files, args, data):
 
 def _stub_run_experiment(config, progress=True, base_model=None):
     """Stands in for the minutes-long experiment: load the world and the base checkpoint, then refuse."""
-    world = inference.experiment.make_world(config.world)
+    world = inference.experiment.world.make_world(config.world)
     if config.base.checkpoint:
-        inference.experiment.load_base(config, world)
+        inference.experiment.world.load_base(config, world)
     raise InputError("stub: the experiment was accepted (the test stops here)")
 
 
@@ -857,8 +862,8 @@ def test_cli_run_demo_pretrain(files, data):
         argv = [command] + ([config_path] if command != "demo" else []) + ["--out", out, "--quiet"]
         if draw(st.booleans()):
             argv += ["--seed", draw(st.one_of(st.just("3"), HOSTILE_NUMBER_TEXT))]
-        with mock.patch.object(inference.experiment, "run_experiment", _stub_run_experiment), \
-                mock.patch.object(inference.experiment, "pretrain_base", _stub_pretrain_base):
+        with mock.patch.object(inference.experiment.runner, "run_experiment", _stub_run_experiment), \
+                mock.patch.object(inference.experiment.world, "pretrain_base", _stub_pretrain_base):
             code = run_cli(f"cli:{command}", argv, root / "outroot")
         assert code == 2  # every path ends in a refusal or the stub
 
@@ -886,7 +891,7 @@ def test_cli_sbc(data):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         argv += ["--out", out_folder(draw, root), "--quiet"]
-        with mock.patch.object(inference.sbc, "simulation_based_calibration", _stub_sbc):
+        with mock.patch.object(inference.conditioning.sbc, "simulation_based_calibration", _stub_sbc):
             code = run_cli("cli:sbc", argv, root / "outroot")
         assert code == 2
 

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from inference import exact
-from inference.condition import condition
+from inference.conditioning import exact
+from inference.conditioning.condition import condition
 from models.counts import count_transitions, make_evidence, total_counts
 from models.errors import InputError
 from models.mixture import simulate_corpus
 from models.personas import MarkovPersonas, anchored_table_prior, make_personas, random_personas
+from models.predictive import mixture_predictive
 
 V = 5
 #: peaked personas (most entries underflow to exactly zero), moderate, and flat ones
@@ -49,7 +50,7 @@ def check_predictive(posterior, contexts: torch.Tensor) -> None:
     assert torch.allclose(logp.logsumexp(-1), torch.zeros(logp.shape[:-1], dtype=logp.dtype), atol=1e-9)
     if posterior.table_samples is None:
         p = posterior.personas  # under uniform weights a token has probability zero iff every persona forbids it
-        components = exact.mixture_predictive(p.log_table(), torch.zeros(p.num_personas), contexts, p.vocab_size, p.order)
+        components = mixture_predictive(p.log_table(), torch.zeros(p.num_personas), contexts, p.vocab_size, p.order)
         support = posterior.weights > 0
         if support.all():
             assert torch.equal(torch.isinf(logp), torch.isinf(components))

@@ -9,19 +9,19 @@ from matplotlib.figure import Figure  # noqa: E402
 from pyro.infer.mcmc.util import initialize_model  # noqa: E402
 
 from inference import diagnostics  # noqa: E402
-from inference.attribution import (  # noqa: E402
+from inference.comparison.attribution import (  # noqa: E402
     attribute,
     attribution_model,
     attribution_potential,
     doc_loglik_from_logprobs,
 )
-from inference.compare import persona_logprobs  # noqa: E402
-from inference.exact import mixture_posterior  # noqa: E402
-from inference.mcmc import marginal_potential_of  # noqa: E402
+from inference.conditioning.exact import mixture_posterior  # noqa: E402
+from inference.conditioning.mcmc import marginal_potential_of  # noqa: E402
 from models.counts import count_transitions, make_evidence  # noqa: E402
 from models.errors import InputError  # noqa: E402
 from models.mixture import simulate_corpus  # noqa: E402
 from models.personas import random_personas  # noqa: E402
+from models.predictive import persona_logprobs  # noqa: E402
 
 
 @pytest.fixture(scope="module")

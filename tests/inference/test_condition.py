@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from inference.condition import condition
-from inference.exact import mixture_predictive
+from inference.conditioning.condition import condition
 from models.errors import InputError
 from models.personas import anchored_table_prior
+from models.predictive import mixture_predictive
 
 
 @pytest.mark.parametrize("model", ["global", "mixture"])

@@ -1,6 +1,6 @@
 import pytest
 
-from inference.config import ExperimentConfig, config_from_dict, demo_config, load_config
+from inference.experiment.config import ExperimentConfig, config_from_dict, demo_config, load_config
 from models.errors import InputError
 
 

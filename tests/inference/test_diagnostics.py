@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 
 from inference import diagnostics
-from inference.condition import condition
-from models.errors import InputError
+from inference.conditioning.condition import condition
 
 
 @pytest.mark.parametrize("model", ["global", "mixture"])
@@ -42,9 +41,9 @@ def test_log_likelihood_is_the_marginal_per_document(tiny_world):
 
 def test_corrupt_netcdf_is_refused(tmp_path):
     (tmp_path / "bad.nc").write_bytes(b"\x89HDF\r\n\x1a\n garbage")
-    with pytest.raises(InputError, match="not a readable"):
+    with pytest.raises(ValueError, match="not a readable"):
         diagnostics.load_netcdf(tmp_path / "bad.nc")
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(ValueError, match="no such file"):
         diagnostics.load_netcdf(tmp_path / "none.nc")
 
 

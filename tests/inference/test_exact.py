@@ -3,15 +3,15 @@ import itertools
 import pytest
 import torch
 
-from inference.exact import (
+from inference.conditioning.exact import (
     global_posterior,
     global_posterior_dirichlet,
     mixture_posterior,
-    mixture_predictive,
 )
 from models.counts import count_transitions, total_counts
 from models.errors import InputError
 from models.personas import anchored_table_prior
+from models.predictive import mixture_predictive
 from tests.models.test_counts import brute_loglik
 
 

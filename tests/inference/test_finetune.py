@@ -12,20 +12,15 @@ import pytest
 import safetensors.torch
 import torch
 
-from inference.adapters import k_param_positions
-from inference.baselines import ngram_logprobs, ngram_table
-from inference.exact import mixture_predictive
-from inference.finetune import (
-    finetune,
-    masked_nll,
-    prequential_code_length,
-    pretrain,
-    train_from_scratch,
-)
+from inference.finetuning.adapters import k_param_positions
+from inference.finetuning.baselines import ngram_logprobs, ngram_table, train_from_scratch
+from inference.finetuning.prequential import masked_nll, prequential_code_length
+from inference.finetuning.training import finetune, pretrain
 from models.counts import Evidence, make_evidence
 from models.errors import InputError
 from models.mixture import simulate_corpus
 from models.personas import random_personas
+from models.predictive import mixture_predictive
 from models.transformer import PersonaLM, TransformerConfig, next_token_logprobs, num_parameters
 
 V, T = 6, 8
@@ -217,7 +212,7 @@ _SCRIPT = textwrap.dedent(
     import sys, time
     import safetensors.torch, torch
     import models.transformer as mt
-    from inference.finetune import finetune, pretrain
+    from inference.finetuning.training import finetune, pretrain
     from models.counts import make_evidence
 
     def run(kind, ckpt, resume):

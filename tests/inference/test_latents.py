@@ -5,7 +5,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from inference.latents import (
+from inference.conditioning.latents import (
     GUIDES,
     DirichletGuide,
     check_int,

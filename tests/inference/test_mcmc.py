@@ -15,10 +15,10 @@ import torch
 from pyro import poutine
 from pyro.infer.mcmc.util import initialize_model
 
-from inference.condition import condition
+from inference.conditioning.condition import condition
+from inference.conditioning.mcmc import MCMCResult, chain_diagnostics, run_mcmc
+from inference.conditioning.potentials import persona_potential
 from inference.diagnostics import convergence
-from inference.mcmc import MCMCResult, chain_diagnostics, run_mcmc
-from inference.potentials import persona_potential
 from models.errors import InputError
 from models.mixture import persona_model
 from models.personas import anchored_table_prior

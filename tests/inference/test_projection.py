@@ -7,17 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from inference import compare as C
-from inference import projection as P
-from inference.condition import condition
+from inference.comparison import kl as C
+from inference.comparison import projection as P
+from inference.conditioning.condition import condition
 from models.errors import InputError
 from models.mixture import simulate_corpus
 from models.personas import random_personas
+from models.predictive import mixture_logprobs, persona_logprobs
 
 
 def novel_logprobs(contexts, vocab_size, seed):
     """Next-token log-probs of a fresh persona outside the support."""
-    return C.persona_logprobs(random_personas(1, vocab_size, order=1, seed=seed), contexts)[0]
+    return persona_logprobs(random_personas(1, vocab_size, order=1, seed=seed), contexts)[0]
 
 
 @pytest.mark.parametrize("beta", [0.3, 1.0])
@@ -25,8 +26,8 @@ def test_projection_of_the_conditioned_predictive_recovers_the_posterior(compare
     personas, contexts, evidence = compare_world
     posterior = condition(personas, evidence, model="global", beta=beta)
     q = posterior.predictive(contexts)  # the exact p_w with w = P(h | D)
-    comp = C.persona_logprobs(personas, contexts)
-    q0 = C.mixture_logprobs(comp, contexts, personas.prior.log())
+    comp = persona_logprobs(personas, contexts)
+    q0 = mixture_logprobs(comp, contexts, personas.prior.log())
     proj = P.project(q, comp, contexts)
     floor = P.projection_floor(q0, comp, contexts)
     tv = 0.5 * (proj.weights - posterior.weights).abs().sum()
@@ -75,14 +76,14 @@ def brute_force_best_mixture(q, personas, contexts):
 def test_projection_of_a_persona_outside_the_support(seed):
     personas = random_personas(3, 6, order=1, seed=seed)
     contexts, _ = simulate_corpus(personas, 64, 12, seed=10 + seed)
-    comp = C.persona_logprobs(personas, contexts)
-    q0 = C.mixture_logprobs(comp, contexts, personas.prior.log())
+    comp = persona_logprobs(personas, contexts)
+    q0 = mixture_logprobs(comp, contexts, personas.prior.log())
     q = novel_logprobs(contexts, 6, seed=99 + seed)
     proj = P.project(q, comp, contexts)
     brute = brute_force_best_mixture(q, personas, contexts)
     assert proj.residual <= brute + 1e-9  # the optimiser is at least as good as the grid ...
     assert proj.residual == pytest.approx(brute, abs=1e-3)  # ... and the grid is fine enough to meet it
-    at_optimum = C.mean_kl(q, C.mixture_logprobs(comp, contexts, proj.weights.log()))  # log-space route
+    at_optimum = C.mean_kl(q, mixture_logprobs(comp, contexts, proj.weights.log()))  # log-space route
     assert proj.residual == pytest.approx(at_optimum, abs=1e-9)
     e = P.exhaustiveness(C.mean_kl(q, q0), proj.residual, P.projection_floor(q0, comp, contexts).residual)
     assert e < 0.35  # re-weighting closes only part of the gap (towards the nearest persona)
@@ -103,9 +104,9 @@ def partly_novel_case(n, seed):
     """A model 90% an in-support re-weighting, 10% a novel persona (per token): E strictly inside (0, 1)."""
     personas = random_personas(4, 6, order=1, seed=0)
     contexts, _ = simulate_corpus(personas, n, 12, seed=seed)
-    comp = C.persona_logprobs(personas, contexts)
-    q0 = C.mixture_logprobs(comp, contexts, personas.prior.log())
-    q_in = C.mixture_logprobs(comp, contexts, torch.tensor([0.05, 0.85, 0.05, 0.05], dtype=torch.float64).log())
+    comp = persona_logprobs(personas, contexts)
+    q0 = mixture_logprobs(comp, contexts, personas.prior.log())
+    q_in = mixture_logprobs(comp, contexts, torch.tensor([0.05, 0.85, 0.05, 0.05], dtype=torch.float64).log())
     q = torch.logaddexp(q_in + math.log(0.9), novel_logprobs(contexts, 6, seed=7) + math.log(0.1))
     proj, floor = P.project(q, comp, contexts), P.projection_floor(q0, comp, contexts)
     kl_ctx = C.kl_per_context(q, q0)
@@ -132,7 +133,7 @@ def test_exhaustiveness_interval_is_reproducible_and_checks_shapes():
 
 def test_bad_inputs_get_one_line_errors(compare_world):
     personas, contexts, _ = compare_world
-    comp = C.persona_logprobs(personas, contexts)
+    comp = persona_logprobs(personas, contexts)
     with pytest.raises(InputError):
         P.project(comp[0, :5], comp, contexts)
     with pytest.raises(InputError):

@@ -23,10 +23,11 @@ import pytest
 import safetensors.torch
 import torch
 
-from inference.checkpoints import decode, encode, open_checkpoints, rng_state, set_rng_state
 from inference.cli import main
-from inference.mcmc import run_mcmc
-from inference.svi import run_svi
+from inference.conditioning.mcmc import run_mcmc
+from inference.conditioning.svi import run_svi
+from inference.storage.checkpoints import open_checkpoints
+from inference.storage.encoding import decode, encode, rng_state, set_rng_state
 from models.errors import InputError
 from models.mixture import persona_model
 
@@ -35,8 +36,8 @@ _SCRIPT = textwrap.dedent(
     import json, sys, time
     import safetensors.torch, torch
     import pyro.infer, pyro.infer.mcmc
-    from inference.mcmc import run_mcmc
-    from inference.svi import run_svi
+    from inference.conditioning.mcmc import run_mcmc
+    from inference.conditioning.svi import run_svi
     from models.counts import count_transitions, make_evidence
     from models.mixture import persona_model, simulate_corpus
     from models.personas import random_personas

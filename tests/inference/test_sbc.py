@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from inference import sbc
 from inference.cli import main
+from inference.conditioning import sbc
 from models.errors import InputError
 
 LEVEL = 1e-3

@@ -23,9 +23,9 @@ import pytest
 import torch
 from pyro import poutine
 
-from inference.condition import condition
-from inference.latents import GUIDES
-from inference.svi import ConvergenceRule, SVIResult, run_svi
+from inference.conditioning.condition import condition
+from inference.conditioning.latents import GUIDES
+from inference.conditioning.svi import ConvergenceRule, SVIResult, run_svi
 from models.counts import count_transitions
 from models.errors import InputError
 from models.mixture import persona_model
@@ -68,7 +68,7 @@ def test_global_model_with_uncertain_tables_matches_exact():
     post = condition(personas, evidence, model="global", method="svi", table_prior=prior,
                      num_steps=500, num_samples=300, tol=0)
     assert torch.all((post.weights - exact).abs() <= 0.05), (post.weights, exact)
-    result = post.extras["result"]
+    result = post.engine
     assert result.samples["init"].shape == (1, 300, 3, 3)
     assert result.samples["trans"].shape == (1, 300, 3, 1, 3)
     assert result.discrete["persona"].shape == (1, 300)

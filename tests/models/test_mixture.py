@@ -4,7 +4,7 @@ import scipy.stats
 import torch
 from pyro.infer import TraceEnum_ELBO
 
-from inference.exact import global_posterior
+from inference.conditioning.exact import global_posterior
 from models.counts import count_transitions, make_evidence, total_counts
 from models.errors import InputError
 from models.mixture import persona_model, simulate_corpus

@@ -7,11 +7,10 @@
 * :func:`finetune` trains a copy of a base model on :class:`~models.counts.Evidence`
   (untagged inputs; only masked-in tokens are targets, like SFT) with one of
   four methods (``full``, ``last_layer``, ``lora``, ``k_params``: see
-  :mod:`inference.adapters`) and keeps snapshots at chosen steps; a snapshot is
+  :mod:`inference.finetuning.adapters`) and keeps snapshots at chosen steps; a snapshot is
   always a plain :class:`~models.transformer.PersonaLM`.
-* :func:`prequential_code_length` is the online code length of the evidence
-  (Blier & Ollivier 2018; Donoway et al. 2025) and the final loss that turns it
-  into a description length; :func:`train_from_scratch` is the from-scratch baseline.
+* the prequential code length is in :mod:`inference.finetuning.prequential`, the
+  baselines (from scratch, n-gram) in :mod:`inference.finetuning.baselines`.
 
 Pre-training uses AdamW (betas 0.9, 0.99) with linear warm-up then cosine decay
 to ``0.1 lr``; fine-tuning a constant learning rate (so "steps x lr" stays the
@@ -38,25 +37,24 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from inference.adapters import METHODS, materialise, model_from_state, prepare
-from inference.checkpoints import fingerprint
-from inference.training_loop import (
+from inference.finetuning.adapters import materialise, model_from_state, prepare
+from inference.finetuning.loop import (
     TrainingLoop,
     check_corpus_tokens,
     check_evidence,
     check_lr,
     check_positive_int,
 )
+from inference.storage.encoding import fingerprint
 from models.counts import Evidence
 from models.errors import InputError
+from models.limits import FINETUNE_METHODS as METHODS
 from models.transformer import (
     IGNORE_INDEX,
     PersonaLM,
     TransformerConfig,
     make_inputs,
-    next_token_logprobs,
 )
 
 
@@ -104,39 +102,6 @@ class FinetuneResult:
     seconds: float
     method: str
     resumed_from: int | None = None
-
-
-@dataclass(frozen=True)
-class PrequentialCode:
-    """Online (prequential) code length of evidence under fine-tuning.
-
-    Attributes
-    ----------
-    code_length : float
-        Total code length in nats: block ``b`` coded by the model fine-tuned on blocks ``< b``.
-    block_nats : list[float]
-        Code length of each block.
-    block_tokens : list[int]
-        Evidence tokens in each block.
-    final_loss : float
-        NLL per evidence token after fine-tuning on all the evidence.
-    num_tokens : int
-        Evidence tokens in total.
-    """
-
-    code_length: float
-    block_nats: list[float]
-    block_tokens: list[int]
-    final_loss: float
-    num_tokens: int
-
-    @property
-    def description_length(self) -> float:
-        """``code_length - num_tokens * final_loss`` (Donoway et al.): small when fine-tuning only elicits."""
-        return self.code_length - self.num_tokens * self.final_loss
-
-    def __float__(self) -> float:
-        return float(self.code_length)
 
 
 # ------------------------------------------------------------------- pretrain
@@ -342,82 +307,3 @@ def finetune(
     return FinetuneResult(
         dict(sorted(snapshots.items())), losses, sum(p.numel() for p in trainable), seconds, method, loop.resumed_from
     )
-
-
-# ---------------------------------------------------------------- baselines
-
-
-def train_from_scratch(
-    config: TransformerConfig,
-    evidence: Evidence,
-    *,
-    steps: int,
-    lr: float = 3e-3,
-    batch_size: int = 64,
-    seed: int = 0,
-    progress: bool = False,
-    **checkpointing,
-) -> PersonaLM:
-    """The "trained from scratch on D" baseline: same architecture, random init, full training."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = PersonaLM(config)
-    result = finetune(model, evidence, method="full", steps=steps, lr=lr, batch_size=batch_size,
-                      snapshot_steps=[steps], seed=seed, progress=progress, **checkpointing)
-    return result.snapshots[steps]
-
-
-def masked_nll(model: PersonaLM, evidence: Evidence) -> float:
-    """Summed NLL (nats) of the masked-in evidence tokens under the untagged model."""
-    logp = next_token_logprobs(model, evidence.tokens)  # [D, T, V]
-    picked = logp.gather(-1, evidence.tokens.unsqueeze(-1)).squeeze(-1)  # [D, T]
-    return float(-(picked * evidence.mask).sum())
-
-
-def prequential_code_length(
-    model: PersonaLM,
-    evidence: Evidence,
-    *,
-    method: str = "full",
-    lr: float = 1e-3,
-    steps: int = 50,
-    batch_size: int = 64,
-    block_size_docs: int = 8,
-    rank: int = 4,
-    k: int = 100,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-    progress: bool = False,
-) -> PrequentialCode:
-    """Prequential (online) code length of the evidence under fine-tuning, in nats.
-
-    The documents are split into consecutive blocks of ``block_size_docs``;
-    block 0 is coded by the base model, block ``b`` by the base fine-tuned
-    (``method``, ``lr``, ``steps``) on blocks ``< b``. The returned object also
-    holds the final loss per token after fine-tuning on all of it, and
-    ``description_length = code_length - num_tokens * final_loss``.
-    ``float(result)`` is the code length.
-    """
-    check_positive_int(block_size_docs=block_size_docs)
-    check_evidence(evidence, model.config)
-    opts = dict(method=method, lr=lr, steps=steps, batch_size=batch_size, rank=rank, k=k,
-                weight_decay=weight_decay, seed=seed, snapshot_steps=[steps])
-    D = evidence.num_docs
-    bounds = list(range(0, D, block_size_docs)) + [D]
-    block_nats, block_tokens = [], []
-    for b in tqdm(range(len(bounds) - 1), desc="prequential", disable=not progress):
-        block = evidence.select(torch.arange(bounds[b], bounds[b + 1]))
-        block_tokens.append(block.num_tokens)
-        if block.num_tokens == 0:
-            block_nats.append(0.0)
-            continue
-        seen = evidence.select(torch.arange(bounds[b]))
-        coder = model if b == 0 or seen.num_tokens == 0 else finetune(model, seen, **opts).snapshots[steps]
-        block_nats.append(masked_nll(coder, block))
-    final = finetune(model, evidence, **opts).snapshots[steps]
-    return PrequentialCode(
-        float(sum(block_nats)), block_nats, block_tokens, masked_nll(final, evidence) / evidence.num_tokens,
-        evidence.num_tokens,
-    )
-
-

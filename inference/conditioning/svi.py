@@ -43,7 +43,7 @@ discrete recovery always use every document.
 
 Long runs: with ``checkpoint_dir`` and ``checkpoint_every=N`` the state after
 every ``N``-th step, and after the last step of training, is saved through
-:mod:`inference.checkpoints` (tensors in safetensors, the rest in JSON, no
+:mod:`inference.storage.checkpoints` (tensors in safetensors, the rest in JSON, no
 pickle): the step, the unconstrained guide parameters of the Pyro param store,
 the optimiser state (``PyroOptim.get_state()``: per-parameter Adam moments and
 step, decayed learning rate), the losses so far, the convergence-rule state and
@@ -75,14 +75,7 @@ from pyro.infer import SVI, TraceEnum_ELBO
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from inference.checkpoints import (
-    Checkpoints,
-    fingerprint,
-    open_checkpoints,
-    rng_state,
-    set_rng_state,
-)
-from inference.latents import (
+from inference.conditioning.latents import (
     GUIDES,
     MAX_PLATE_NESTING,
     check_int,
@@ -93,6 +86,8 @@ from inference.latents import (
     make_guide,
     recover_discrete,
 )
+from inference.storage.checkpoints import Checkpoints, open_checkpoints
+from inference.storage.encoding import fingerprint, rng_state, set_rng_state
 from models.errors import InputError
 
 #: gradient norm clipping of the optimiser

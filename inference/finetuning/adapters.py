@@ -20,11 +20,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from inference.training_loop import check_positive_int
+from inference.finetuning.loop import check_positive_int
 from models.errors import InputError
 from models.transformer import PersonaLM, TransformerConfig, num_parameters
-
-METHODS = ("full", "lora", "last_layer", "k_params")
 
 
 class LoRADelta(nn.Module):

@@ -1,6 +1,7 @@
-"""The maximum-likelihood n-gram baseline fitted on the evidence.
+"""The directly trained baselines of DESIGN.md §2: an n-gram fitted on the evidence, and a
+transformer trained from scratch on it.
 
-An add-``smoothing`` (Lidstone) Markov chain of a given order, fitted on the
+The n-gram is an add-``smoothing`` (Lidstone) Markov chain of a given order, fitted on the
 masked-in evidence tokens only, in the flat log-table layout of
 :meth:`models.personas.MarkovPersonas.log_table` (``V`` first-token entries,
 then ``V**order`` rows of ``V`` transitions), so that it scores and predicts
@@ -14,12 +15,15 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
-from inference.exact import mixture_predictive
+from inference.finetuning.training import finetune
 from models.counts import Evidence, total_counts
 from models.errors import InputError
-from models.personas import check_sizes
+from models.limits import check_sizes
+from models.predictive import mixture_predictive
+from models.transformer import PersonaLM, TransformerConfig
 
 
 def ngram_table(evidence: Evidence, vocab_size: int, order: int, smoothing: float = 0.5) -> Tensor:
@@ -52,3 +56,23 @@ def ngram_logprobs(log_table: Tensor, contexts: Tensor, vocab_size: int, order: 
     if log_table.shape != (F,):
         raise InputError(f"log_table has shape {tuple(log_table.shape)}, expected ({F},) for V={vocab_size}, order={order}")
     return mixture_predictive(log_table[None], log_table.new_zeros(1), contexts, vocab_size, order)
+
+
+def train_from_scratch(
+    config: TransformerConfig,
+    evidence: Evidence,
+    *,
+    steps: int,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+    **checkpointing,
+) -> PersonaLM:
+    """The "trained from scratch on D" baseline: same architecture, random init, full training."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = PersonaLM(config)
+    result = finetune(model, evidence, method="full", steps=steps, lr=lr, batch_size=batch_size,
+                      snapshot_steps=[steps], seed=seed, progress=progress, **checkpointing)
+    return result.snapshots[steps]

@@ -21,7 +21,7 @@ sampled with NUTS by :func:`inference.mcmc.run_mcmc`, chains one after another,
 on the hand-written potential :func:`attribution_potential` (the density of the
 model with the personas summed out, a test checks it); the InferenceData (posterior
 ``w``, marginal per-completion log-likelihood, posterior predictive check,
-observed data) is built by :func:`inference.diagnostics.attribution_to_arviz`.
+observed data) is built by :func:`attribution_to_arviz`.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 from torch import Tensor
 
-from inference.potentials import WeightsPotential
+from inference.conditioning.potentials import WeightsPotential
 from models.errors import InputError
 
 
@@ -130,7 +131,7 @@ class Attribution:
     divergences : int
         NUTS divergent transitions after warm-up.
     idata : Any
-        ArviZ ``InferenceData`` (:func:`inference.diagnostics.attribution_to_arviz`).
+        ArviZ ``InferenceData`` (:func:`attribution_to_arviz`).
     """
 
     weights_mean: Tensor
@@ -181,7 +182,7 @@ def attribute(
         ``[K, D, T, V]``, ``[D, T]``, ``[D, T]``: when given, the posterior predictive
         check replicates the completion *tokens* (each drawn given its observed
         prefix); otherwise it replicates each completion's best-fitting persona
-        (see :func:`inference.diagnostics.attribution_to_arviz`).
+        (see :func:`attribution_to_arviz`).
     prompt_loglik : Tensor, optional
         ``[D, K]`` ``log p(c_d | h)`` of each prompt: the in-context update of the
         persona weights (module docstring). Leave it out for empty prompts.
@@ -190,7 +191,7 @@ def attribute(
     -------
     Attribution
     """
-    from inference.diagnostics import attribution_to_arviz, convergence, mcse_mean
+    from inference.diagnostics import convergence, mcse_mean
 
     doc_loglik, alpha = _check_inputs(doc_loglik, alpha)
     if prompt_loglik is not None:
@@ -227,7 +228,7 @@ def attribution_potential(doc_loglik: Tensor, alpha: Tensor, marginalise: bool =
     return WeightsPotential(doc_loglik, alpha, prompt_loglik)
 
 
-#: NUTS (inference.mcmc) uses this potential for the attribution model, not Pyro's trace of it
+#: NUTS (inference.conditioning.mcmc) uses this potential for the attribution model, not Pyro's trace of it
 attribution_model.marginal_potential = attribution_potential
 
 
@@ -239,7 +240,7 @@ def _run_nuts(doc_loglik: Tensor, alpha: Tensor, marginalise: bool, prompt_logli
     set to 1 while sampling (on 2 cores shared with other jobs, 2 threads made NUTS
     up to 10x slower) and restored after.
     """
-    from inference.mcmc import run_mcmc
+    from inference.conditioning.mcmc import run_mcmc
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -267,3 +268,83 @@ def _check_inputs(doc_loglik: Tensor, alpha: float | Tensor) -> tuple[Tensor, Te
     if alpha.shape != (K,) or not torch.isfinite(alpha).all() or (alpha <= 0).any():
         raise InputError(f"alpha must be a positive number or {K} positive numbers, got {alpha.tolist()}")
     return doc_loglik, alpha
+
+
+#: completion tokens replicated in the attribution's posterior predictive check
+PPC_TOKENS = 2000
+#: draws (over all chains) replicated in the posterior predictive check
+PPC_DRAWS = 100
+
+
+def attribution_to_arviz(
+    samples: Tensor,
+    doc_loglik: Tensor,
+    *,
+    alpha: Tensor,
+    divergences: Tensor | None = None,
+    seed: int = 0,
+    persona: Tensor | None = None,
+    components: Tensor | None = None,
+    tokens: Tensor | None = None,
+    mask: Tensor | None = None,
+    prompt_loglik: Tensor | None = None,
+):
+    """``InferenceData`` of a persona attribution (arrays computed here, built by :mod:`inference.diagnostics`).
+
+    ==================== ============================== ==========================================
+    group                variable                        meaning
+    ==================== ============================== ==========================================
+    posterior            ``w`` [persona_index]           mixture weights explaining the completions
+    posterior            ``persona`` [completion]        each completion's persona given the draw
+                                                         (only when ``persona`` is given)
+    log_likelihood       ``completions`` [completion]    ``log sum_h w_h(c_d) p(y_d | c_d, h)``,
+                                                         marginal over the completion's persona
+    posterior_predictive ``tokens`` [completion_token]   with ``components``: every scored completion
+                                                         token replicated given its observed prefix,
+                                                         by a fresh persona ``z ~ w(c_d)`` per completion
+                                                         (first 2,000 tokens, 100 draws)
+                         ``best_persona`` [completion]   without: a fresh persona per completion
+    observed_data        ``tokens`` / ``best_persona``   the completion tokens / each completion's
+                                                         best-fitting persona ``argmax_h doc_loglik``
+    sample_stats         ``lp``, ``diverging``           log joint density of ``w``; divergences
+    ==================== ============================== ==========================================
+
+    The token check asks whether the token frequencies of the model's completions
+    are what a re-weighting of the personas would write (a novel behaviour shows
+    up as observed frequencies outside the replicated ones).
+    """
+    from inference import diagnostics
+
+    chains, draws, K = samples.shape
+    # persona weights of each completion after its prompt: log w_h + log p(c_d | h), normalised
+    logits = samples.log()[..., None, :] + (0.0 if prompt_loglik is None else prompt_loglik)  # [c, s, D or 1, K]
+    logits = logits - torch.logsumexp(logits, -1, keepdim=True)
+    marginal = torch.logsumexp(logits + doc_loglik, -1)  # [c, s, D]
+    prior = torch.distributions.Dirichlet(alpha.to(samples.dtype)).log_prob(samples)  # [c, s]
+    stats = {"lp": (prior + marginal.sum(-1)).numpy()}
+    if divergences is not None:
+        stats["diverging"] = np.asarray(divergences, dtype=bool)
+    thin = np.arange(0, draws, max(1, draws * chains // PPC_DRAWS))
+    gen = torch.Generator().manual_seed(seed)
+    D = doc_loglik.shape[0]
+    probs = logits[:, thin].exp().expand(chains, len(thin), D, K).reshape(-1, K)  # [c * s' * D, K]
+    fresh = torch.multinomial(probs, 1, generator=gen).reshape(chains, len(thin), D)  # a fresh persona per completion
+    if components is not None:
+        doc, pos = mask.nonzero(as_tuple=True)
+        doc, pos = doc[:PPC_TOKENS], pos[:PPC_TOKENS]  # [N]
+        comp_logits = components[fresh[..., doc], doc, pos]  # [c, s', N, V]
+        probs = torch.softmax(comp_logits.to(torch.float64), -1).reshape(-1, comp_logits.shape[-1])
+        replicated = torch.multinomial(probs, 1, generator=gen).reshape(chains, len(thin), len(doc))
+        name, dim, observed = "tokens", "completion_token", tokens[doc, pos].numpy()
+    else:
+        name, dim = "best_persona", "completion"
+        observed, replicated = doc_loglik.argmax(-1).numpy(), fresh
+    post = {"w": samples.numpy()}
+    if persona is not None:
+        post["persona"] = np.asarray(persona)
+    return diagnostics.inference_data(
+        posterior=post, log_likelihood={"completions": marginal.numpy()}, sample_stats=stats,
+        observed_data={name: observed}, posterior_predictive={name: replicated.numpy()}, predictive_draws=thin,
+        dims={"w": ["persona_index"], "persona": ["completion"], "completions": ["completion"], name: [dim]},
+        attrs={"model": "attribution", "alpha": alpha.tolist()},
+    )

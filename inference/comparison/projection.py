@@ -1,7 +1,7 @@
 """Persona projection and exhaustiveness (DESIGN.md §3, items 2 and 3).
 
 The projection of a model ``q`` (``[n, T, V]`` next-token log-probabilities on
-held-out contexts, as in :mod:`inference.compare`) onto a reachable set (the stack
+held-out contexts, as in :mod:`inference.comparison.kl`) onto a reachable set (the stack
 of its persona components ``[K, n, T, V]``) is the persona mixture ``p_w`` with
 in-context updating that is nearest to ``q`` in mean KL:
 
@@ -31,14 +31,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from inference.compare import (
-    MIN_CHANGE,
-    as_logprobs,
+from inference.comparison.kl import MIN_CHANGE, check_mask
+from models.errors import InputError
+from models.predictive import (
     check_components,
-    check_mask,
+    check_logprobs,
+    in_context_log_weights,
     prefix_loglik,
 )
-from models.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def project(
     Projection
     """
     components, contexts = check_components(components, contexts)
-    q = as_logprobs(q, "q")
+    q = check_logprobs(q, "q")
     K, n, T, V = components.shape
     if q.shape != (n, T, V):
         raise InputError(f"q has shape {tuple(q.shape)}, expected {(n, T, V)} like the components")
@@ -134,12 +134,7 @@ def project(
     total = positions.sum()
 
     def pointwise(theta: Tensor) -> Tensor:  # [n, T] KL at positions in the mask, 0 elsewhere
-        log_w = torch.log_softmax(theta, 0)[:, None, None]  # [K, 1, 1]
-        log_post = log_w + prefix  # [K, n, T]
-        norm = torch.logsumexp(log_post, 0, keepdim=True)
-        finite = torch.isfinite(norm)  # else: impossible under every component, keep w
-        post = torch.where(finite, (log_post - torch.where(finite, norm, torch.zeros_like(norm))).exp(),
-                           log_w.exp().expand_as(log_post))  # [K, n, T] w_h(x_<t)
+        post = in_context_log_weights(torch.log_softmax(theta, 0), prefix).exp()  # [K, n, T] w_h(x_<t)
         p = torch.einsum("knt,kntv->ntv", post, comp_prob)  # [n, T, V] p_w(v | x_<t)
         cross = torch.where(support, q_prob * torch.where(support, p, torch.ones_like(p)).log(),
                             torch.zeros_like(p)).sum(-1)  # [n, T]

@@ -1,10 +1,10 @@
 """The latent sites of a Pyro model, the guides SVI fits to them, and the discrete sites recovered afterwards.
 
-Shared by :mod:`inference.svi` and :mod:`inference.mcmc`:
+Shared by :mod:`inference.conditioning.svi` and :mod:`inference.conditioning.mcmc`:
 
 * :func:`latent_sites` sorts a model's unobserved sites into continuous ones (what
   SVI and NUTS infer) and discrete ones (enumerated out, never seen by a guide);
-* :func:`make_guide` builds the guide named in ``GUIDES`` (see :mod:`inference.svi`),
+* :func:`make_guide` builds the guide named in ``GUIDES`` (see :mod:`inference.conditioning.svi`),
   :class:`DirichletGuide` is the hand-written one, :func:`draw_guide` draws from a fitted guide;
 * :func:`recover_discrete` draws the discrete sites given each draw of the continuous
   ones with ``infer_discrete`` (``poutine.condition`` inside it, DESIGN.md §6);

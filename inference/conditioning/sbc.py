@@ -63,32 +63,22 @@ from pyro import poutine
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from inference import exact
-from inference.condition import EXACT_DRAWS, condition
+from inference.conditioning import exact
+from inference.conditioning.condition import condition
+from inference.conditioning.sbc_models import (  # noqa: F401 (re-exported)
+    DEFAULT_DRAWS,
+    ENGINE_DEFAULTS,
+    MAX_DRAWS,
+    MAX_SIMS,
+    MODEL_HELP,
+    MODELS,
+    WORLD_SIZES,
+)
 from models.counts import Evidence, make_evidence, total_counts
 from models.errors import InputError
 from models.mixture import persona_model
 from models.personas import MarkovPersonas, TablePrior, anchored_table_prior, random_personas
 
-#: methods of each SBC model
-MODELS: dict[str, tuple[str, ...]] = {
-    "mixture": ("exact", "svi", "mcmc"),
-    "global": ("exact",),
-    "global-tables": ("exact", "svi", "mcmc"),
-}
-MODEL_HELP = {
-    "mixture": "persona mixture with weights w ~ Dirichlet(alpha) over known personas; parameters w[k]",
-    "global": "one persona h ~ pi for all evidence, known tables; parameter h",
-    "global-tables": "one persona h with uncertain (anchored Dirichlet) tables; parameters h and trans[hmap,0,v]",
-}
-#: documents x tokens simulated per model: small, with a posterior neither flat nor certain
-WORLD_SIZES = {"mixture": (8, 6), "global": (2, 6), "global-tables": (4, 10)}
-#: engine defaults of SBC runs (each overridable through ``**engine_options``)
-ENGINE_DEFAULTS = {"svi": {"num_steps": 400}, "mcmc": {"num_chains": 1, "warmup_steps": 200}}
-DEFAULT_DRAWS = 99
-#: the exact methods hand out this many iid draws (``condition.EXACT_DRAWS``)
-MAX_DRAWS = EXACT_DRAWS[0] * EXACT_DRAWS[1] - 1
-MAX_SIMS = 1_000_000
 MAX_BINS = 20
 #: the band drawn around a uniform histogram
 BAND = 0.99
@@ -236,7 +226,7 @@ def simulation_based_calibration(
     if method == "exact" and engine_options:
         raise InputError(f"method 'exact' takes no engine options, got {', '.join(sorted(engine_options))}")
     if method == "svi" and engine_options.get("guide") is not None:
-        from inference.latents import GUIDES
+        from inference.conditioning.latents import GUIDES
 
         if engine_options["guide"] not in GUIDES:
             raise InputError(f"unknown SVI guide {engine_options['guide']!r}; choose one of {', '.join(GUIDES)}")

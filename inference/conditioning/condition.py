@@ -18,145 +18,24 @@ model         known persona tables        uncertain tables (``table_prior``)
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyro
 import torch
 from torch import Tensor
 
-from inference import exact
-from models.counts import Evidence, TransitionCounts, count_transitions, total_counts
+from inference.conditioning import exact
+from inference.conditioning.posterior import Posterior
+from models.counts import Evidence, count_transitions, total_counts
 from models.errors import InputError
-from models.mixture import EVIDENCE_MODELS, persona_model
-from models.personas import MarkovPersonas, TablePrior, check_seed
+from models.limits import EVIDENCE_MODELS, EXACT_DRAWS, check_seed
+from models.mixture import persona_model
+from models.personas import MarkovPersonas, TablePrior
 
 METHODS = ("exact", "svi", "mcmc")
-#: draws the exact methods produce for ArviZ (chains x draws)
-EXACT_DRAWS = (4, 250)
-#: at most this many posterior draws enter a Monte Carlo predictive
-PREDICTIVE_DRAWS = 200
 #: largest ``beta * evidence tokens``: a token's finite log-probability is >= -745 (the smallest
 #: float64), so tempered log-likelihoods (and the ELBO and potential built on them) stay finite
 MAX_BETA_TOKENS = 1e300
-
-
-@dataclass
-class Posterior:
-    """The result of conditioning a persona model on evidence.
-
-    Attributes
-    ----------
-    model, method : str
-        Evidence model (``global``/``mixture``) and method (``exact``/``svi``/``mcmc``).
-    beta : float
-        Tempering exponent.
-    personas : MarkovPersonas
-        The personas conditioned (tables are the prior mean when uncertain).
-    evidence : Evidence
-        The evidence conditioned on.
-    counts : TransitionCounts
-        Its sufficient statistics.
-    weights : Tensor
-        ``[K]`` posterior persona probabilities: ``P(h = k | D)`` (global) or ``E[w_k | D]`` (mixture).
-    weight_samples : Tensor
-        ``[chains, draws, K]`` draws of the persona probabilities (global: ``P(h | D, tables)``
-        per draw of the tables; exact global with known tables: the exact vector repeated).
-    persona_samples : Tensor
-        ``[chains, draws]`` (global) or ``[chains, draws, D]`` (mixture) draws of the
-        discrete persona sites.
-    table_samples : Tensor or None
-        ``[chains, draws, K, F]`` draws of the flat log tables when they are uncertain.
-    log_evidence : float or None
-        ``log p_beta(D)`` (exact only).
-    diagnostics : dict
-        Method-specific numbers (R-hat, ESS, divergences; final ELBO, steps).
-    alpha : Tensor or None
-        ``[K]`` Dirichlet concentration of the mixture weights.
-    table_prior : TablePrior or None
-        Priors of uncertain tables.
-    seconds : float
-        Wall time of conditioning.
-    extras : dict
-        Raw engine output (e.g. the SVI losses, MCMC sample stats).
-    """
-
-    model: str
-    method: str
-    beta: float
-    personas: MarkovPersonas
-    evidence: Evidence
-    counts: TransitionCounts
-    weights: Tensor
-    weight_samples: Tensor
-    persona_samples: Tensor
-    table_samples: Tensor | None = None
-    log_evidence: float | None = None
-    diagnostics: dict[str, Any] = field(default_factory=dict)
-    alpha: Tensor | None = None
-    table_prior: TablePrior | None = None
-    seconds: float = 0.0
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def predictive(self, contexts: Tensor) -> Tensor:
-        """Posterior predictive next-token log-probabilities with in-context updating.
-
-        Parameters
-        ----------
-        contexts : Tensor
-            ``[n, T]`` token sequences.
-
-        Returns
-        -------
-        Tensor
-            ``[n, T, V]``; row ``t`` is ``log p_D(x_t = v | x_<t)``.
-        """
-        V, n = self.personas.vocab_size, self.personas.order
-        if self.table_samples is None:
-            return exact.mixture_predictive(self.personas.log_table(), self.weights.log(), contexts, V, n)
-        tables, weights = _thin(self.table_samples), _thin(self.weight_samples)  # [S, K, F], [S, K]
-        return exact.mixture_predictive(tables.flatten(0, 1), weights.log().flatten(), contexts, V, n)
-
-    def doc_log_likelihood(self) -> Tensor:
-        """Pointwise log-likelihood ``[chains, draws, D]`` of every evidence document (beta = 1).
-
-        Marginal over each document's own persona in the mixture model; given the drawn
-        persona ``h`` in the global model (``h`` is a global latent there).
-        """
-        L = self._draw_doc_loglik()  # [chains, draws, K, D]
-        if self.model == "mixture":
-            return torch.logsumexp(self.weight_samples.log()[..., None] + L, -2)
-        h = self.persona_samples[..., None, None].expand(*L.shape[:2], 1, L.shape[-1])
-        return L.gather(-2, h).squeeze(-2)
-
-    def _draw_doc_loglik(self) -> Tensor:
-        """``[chains, draws, K, D]`` log-likelihood of every document under every persona."""
-        if self.table_samples is None:
-            L = self.counts.loglik(self.personas.log_table()[:, None, :])  # [K, D]
-            return L.expand(*self.weight_samples.shape[:2], *L.shape)
-        tables = self.table_samples.flatten(0, 1)  # [S, K, F]
-        step = max(1, 20_000_000 // max(1, tables.shape[1] * len(self.counts.count)))
-        L = torch.cat([self.counts.loglik(tables[i : i + step, :, None, :]) for i in range(0, len(tables), step)])
-        return L.reshape(*self.table_samples.shape[:2], *L.shape[1:])
-
-    def to_arviz(self):
-        """ArviZ ``InferenceData``: posterior, posterior_predictive, log_likelihood,
-        observed_data and sample_stats (see :mod:`inference.diagnostics`)."""
-        from inference.diagnostics import posterior_to_arviz
-
-        return posterior_to_arviz(self)
-
-    def summary(self) -> dict[str, Any]:
-        """The JSON-ready summary ``psm condition`` writes to ``posterior.json``."""
-        return {
-            "method": self.method,
-            "model": self.model,
-            "beta": self.beta,
-            "weights": [float(w) for w in self.weights],
-            "log_evidence": None if self.log_evidence is None else float(self.log_evidence),
-            "diagnostics": self.diagnostics,
-            "seconds": self.seconds,
-        }
 
 
 def condition(
@@ -271,7 +150,7 @@ def _condition_exact(common: dict, seed: int) -> Posterior:
 
 
 def _condition_sampled(common: dict, seed: int, progress: bool, options: dict) -> Posterior:
-    from inference import mcmc, svi
+    from inference.conditioning import mcmc, svi
 
     personas, evidence, counts = common["personas"], common["evidence"], common["counts"]
     model_kwargs = dict(
@@ -292,8 +171,8 @@ def _condition_sampled(common: dict, seed: int, progress: bool, options: dict) -
         weight_samples = _global_weight_samples(personas, tables, totals, common["beta"])
     return Posterior(**common, weights=weight_samples.mean((0, 1)), weight_samples=weight_samples,
                      persona_samples=result.discrete["persona"], table_samples=tables,
-                     diagnostics=result.diagnostics,
-                     extras={"result": result, "diverging": getattr(result, "diverging", None)})
+                     diagnostics=result.diagnostics, engine=result,
+                     diverging=getattr(result, "diverging", None))
 
 
 def _global_weight_samples(personas: MarkovPersonas, tables: Tensor, totals: Tensor, beta: float) -> Tensor:
@@ -317,12 +196,6 @@ def _sample_assignments(w: Tensor, doc_loglik: Tensor, beta: float, gen: torch.G
     probs = torch.softmax(logits, -1)
     flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=gen)
     return flat.reshape(probs.shape[:-1])
-
-
-def _thin(samples: Tensor) -> Tensor:
-    flat = samples.flatten(0, 1)
-    step = max(1, len(flat) // PREDICTIVE_DRAWS)
-    return flat[::step][:PREDICTIVE_DRAWS]
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -18,7 +18,7 @@ summed out. Two potentials, the same density (a test checks they agree):
     per-persona log-likelihoods ``L [K, D]`` come from one sparse count pass
     (and are precomputed once when the tables are known), and the persona
     is summed out with one ``logsumexp``; the latents live on Pyro's own
-    stick-breaking scale, computed in log space (:mod:`inference.potentials`),
+    stick-breaking scale, computed in log space (:mod:`inference.conditioning.potentials`),
     so from one seed both potentials draw the same chain up to rounding. For
     :func:`models.mixture.persona_model` and any model that offers one
     (:func:`marginal_potential_of`; the attribution model does); about 5x the
@@ -45,7 +45,7 @@ Long runs: checkpoints are taken at *chain* granularity. With
 ``checkpoint_dir`` and ``checkpoint_every=N``, after every ``N``-th finished
 chain and after the last one, the draws, divergences, acceptance rate and step
 size of every finished chain and the torch, Python and NumPy RNG states are
-saved through :mod:`inference.checkpoints` (``mcmc-<chains done>/``;
+saved through :mod:`inference.storage.checkpoints` (``mcmc-<chains done>/``;
 safetensors and JSON, no pickle). ``resume=True`` loads the newest checkpoint
 (a fresh run when there is none), skips the finished chains and re-runs the
 interrupted chain from its start. Each chain reseeds the global RNGs from its
@@ -78,8 +78,7 @@ from pyro.infer.mcmc import MCMC, NUTS
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 from torch import Tensor
 
-from inference.checkpoints import fingerprint, open_checkpoints, rng_state, set_rng_state
-from inference.latents import (
+from inference.conditioning.latents import (
     MAX_PLATE_NESTING,
     check_int,
     check_positive,
@@ -87,8 +86,10 @@ from inference.latents import (
     latent_sites,
     recover_discrete,
 )
-from inference.potentials import persona_potential
-from inference.svi import run_svi
+from inference.conditioning.potentials import persona_potential
+from inference.conditioning.svi import run_svi
+from inference.storage.checkpoints import open_checkpoints
+from inference.storage.encoding import fingerprint, rng_state, set_rng_state
 from models.errors import InputError
 from models.mixture import persona_model
 

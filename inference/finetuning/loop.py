@@ -5,7 +5,7 @@
 ``checkpoint_dir`` and ``checkpoint_every`` it saves, every that many steps,
 the weights, the optimizer state, both RNG states (data order and dropout),
 the losses and any extra state of the caller (e.g. the fine-tuning snapshots)
-through :mod:`inference.checkpoints` (safetensors + JSON, never pickled).
+through :mod:`inference.storage.checkpoints` (safetensors + JSON, never pickled).
 ``resume=True`` continues from the newest checkpoint, or starts afresh when
 there is none; on the same machine and thread count the result is
 bit-identical to an uninterrupted run.
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from inference.checkpoints import open_checkpoints
+from inference.storage.checkpoints import open_checkpoints
 from models.counts import Evidence
 from models.errors import InputError
 from models.transformer import TransformerConfig

@@ -19,78 +19,38 @@ Seeds: the world (persona tables, corpus, held-out contexts) comes from
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import os
 import time
-import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from inference import compare, diagnostics, projection
-from inference.attribution import attribute
-from inference.baselines import ngram_logprobs, ngram_table
-from inference.condition import condition
-from inference.config import ArmConfig, ExperimentConfig, WorldConfig
-from inference.finetune import finetune, prequential_code_length, pretrain, train_from_scratch
-from models.counts import Evidence, count_transitions, make_evidence
-from models.errors import InputError
-from models.lm_checkpoint import load_checkpoint
-from models.mixture import simulate_corpus
-from models.personas import MarkovPersonas, random_personas
-from models.transformer import PersonaLM, TransformerConfig, next_token_logprobs, sample_completions
-
-#: the base checkpoint shipped for the default world (``psm pretrain`` regenerates it)
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "data" / "base_default"
-#: world fields that do not change what the base was trained on
-HELDOUT_FIELDS = ("heldout_contexts",)
-
-
-def single_thread(fn):
-    """Run ``fn`` with one intra-op torch thread (restored after).
-
-    The models here are small: on 2 cores a second thread costs more in
-    synchronisation than it gives (measured up to 20x slower fine-tuning on a busy
-    machine). Set ``PSM_THREADS`` to use more.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        before = torch.get_num_threads()
-        torch.set_num_threads(int(os.environ.get("PSM_THREADS", "1")))
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(before)
-
-    return wrapper
-
-
-@dataclass(frozen=True)
-class World:
-    """A simulated persona world and its held-out contexts."""
-
-    config: WorldConfig
-    personas: MarkovPersonas
-    heldout: Tensor  # [n, T] contexts drawn from the persona mixture
-
-
-@dataclass
-class Base:
-    """The pre-trained base and what every arm compares against."""
-
-    model: PersonaLM
-    q0: Tensor  # [n, T, V] next-token log-probs on the held-out contexts
-    components_true: Tensor  # [K, n, T, V] the true personas on the held-out contexts
-    components_self: Tensor  # [K, n, T, V] the base prompted with each persona tag
-    floor_true: projection.Projection
-    floor_self: projection.Projection
-    summary: dict[str, Any]
+from inference import diagnostics
+from inference.comparison import kl as compare
+from inference.comparison import projection
+from inference.comparison.attribution import attribute
+from inference.comparison.elpd import heldout_elpd
+from inference.conditioning.condition import condition
+from inference.experiment.config import ArmConfig, ExperimentConfig
+from inference.experiment.world import (
+    Base,
+    World,
+    arm_evidence,
+    arm_persona,
+    child_seed,
+    load_base,
+    make_world,
+    measure_base,
+)
+from inference.finetuning.baselines import ngram_logprobs, ngram_table, train_from_scratch
+from inference.finetuning.prequential import prequential_code_length
+from inference.finetuning.training import finetune
+from inference.runtime import single_thread
+from models.counts import Evidence, count_transitions
+from models.predictive import persona_logprobs
+from models.transformer import PersonaLM, next_token_logprobs, sample_completions
 
 
 @dataclass
@@ -100,88 +60,6 @@ class ArmResult:
     summary: dict[str, Any]
     curves: dict[str, Any] = field(default_factory=dict)
     idata: dict[str, Any] = field(default_factory=dict)
-
-
-def make_world(config: WorldConfig) -> World:
-    """Persona tables and held-out contexts of a world (both from ``config.seed``)."""
-    personas = random_personas(config.num_personas, config.vocab_size, config.order, config.concentration, seed=config.seed)
-    heldout, _ = simulate_corpus(personas, config.heldout_contexts, config.doc_len, seed=config.seed + 1)
-    return World(config, personas, heldout)
-
-
-def model_config(config: ExperimentConfig) -> TransformerConfig:
-    """The transformer sizes of an experiment (room for BOS, a tag and a whole document)."""
-    w, b = config.world, config.base
-    return TransformerConfig(vocab_size=w.vocab_size, num_personas=w.num_personas, block_size=w.doc_len + 2,
-                             n_layer=b.n_layer, n_head=b.n_head, n_embd=b.n_embd)
-
-
-@single_thread
-def pretrain_base(config: ExperimentConfig, world: World, progress: bool = False, **checkpoints: Any) -> PersonaLM:
-    """Pre-train the base on a fresh corpus of the world, with persona tags (DESIGN.md §3.2).
-
-    ``checkpoints``: ``checkpoint_dir``, ``checkpoint_every``, ``resume`` of :func:`~inference.finetune.pretrain`.
-    """
-    w, b = config.world, config.base
-    tokens, persona = simulate_corpus(world.personas, w.corpus_docs, w.doc_len, seed=w.seed + 2)
-    model, _ = pretrain(model_config(config), tokens, persona, p_tag=b.p_tag, steps=b.steps,
-                        batch_size=b.batch_size, lr=b.lr, seed=config.seed, progress=progress, **checkpoints)
-    return model
-
-
-def load_base(config: ExperimentConfig, world: World, progress: bool = False) -> PersonaLM:
-    """The base model: the configured checkpoint, or pre-trained now when none is set."""
-    if not config.base.checkpoint:
-        return pretrain_base(config, world, progress)
-    path = DEFAULT_CHECKPOINT if config.base.checkpoint == "default" else Path(config.base.checkpoint)
-    model = load_checkpoint(path)
-    world_file = path / "world.json"
-    if world_file.is_file():
-        trained_on = {k: v for k, v in json.loads(world_file.read_text()).items() if k not in HELDOUT_FIELDS}
-        if trained_on != {k: v for k, v in dataclasses.asdict(config.world).items() if k not in HELDOUT_FIELDS}:
-            raise InputError(f"{path}: the base checkpoint was trained on another world ({world_file}); "
-                             "set base.checkpoint = \"\" to pre-train one for this world")
-    if model.config != model_config(config):
-        raise InputError(f"{path}: checkpoint sizes {model.config} do not match [base]/[world] of the config")
-    return model
-
-
-@single_thread
-def measure_base(model: PersonaLM, world: World) -> Base:
-    """Held-out NLL against Bayes, the components of both reachable sets, and the floors."""
-    personas, heldout = world.personas, world.heldout
-    q0 = next_token_logprobs(model, heldout)  # [n, T, V]
-    components_true = compare.persona_logprobs(personas, heldout)  # [K, n, T, V]
-    components_self = torch.stack([next_token_logprobs(model, heldout, tag=h) for h in range(personas.num_personas)])
-    bayes = compare.mixture_logprobs(components_true, heldout, personas.prior.log())  # [n, T, V]
-    floor_true = projection.projection_floor(q0, components_true, heldout, init=personas.prior)
-    floor_self = projection.projection_floor(q0, components_self, heldout, init=personas.prior)
-    summary = {
-        "heldout_nll": _nll(q0, heldout),
-        "bayes_optimal_nll": _nll(bayes, heldout),
-        "floor_true": floor_true.residual,
-        "floor_self": floor_self.residual,
-        "projection_weights_true": floor_true.weights.tolist(),
-        "projection_weights_self": floor_self.weights.tolist(),
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-    }
-    return Base(model, q0, components_true, components_self, floor_true, floor_self, summary)
-
-
-def arm_persona(world: World, arm: ArmConfig, seed: int) -> tuple[MarkovPersonas, int | None]:
-    """The persona that writes an arm's evidence: a known one, or a fresh one outside the support."""
-    if arm.persona == "novel":
-        w = world.config
-        novel = random_personas(1, w.vocab_size, w.order, arm.concentration, seed=child_seed(seed, "novel", arm.name))
-        return novel, None
-    return world.personas.subset([arm.persona]), int(arm.persona)
-
-
-def arm_evidence(writer: MarkovPersonas, arm: ArmConfig, num_docs: int, seed: int) -> Evidence:
-    """Documents of the arm's persona; tokens before ``prompt_len`` are context, not evidence."""
-    tokens, _ = simulate_corpus(writer, num_docs, arm.doc_len, seed=seed)
-    mask = torch.arange(arm.doc_len).expand(num_docs, -1) >= arm.prompt_len
-    return make_evidence(tokens.numpy(), mask.numpy())
 
 
 @single_thread
@@ -277,7 +155,7 @@ def run_arm(config: ExperimentConfig, world: World, base: Base, arm: ArmConfig, 
 
 @single_thread
 def run_experiment(config: ExperimentConfig, progress: bool = True, base_model: PersonaLM | None = None):
-    """Run every arm; returns ``(summary, arms, base)`` without writing anything (see :mod:`inference.report`)."""
+    """Run every arm; returns ``(summary, arms, base)`` without writing anything (see :mod:`inference.experiment.report`)."""
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     world = make_world(config.world)
@@ -309,7 +187,7 @@ def _attribute(model: PersonaLM, world: World, c, seed: int, progress: bool):
     def loglik(mask: Tensor) -> Tensor:  # [m, K]
         return count_transitions(Evidence(tokens, mask), V, order).loglik(log_table).T
 
-    components = compare.persona_logprobs(world.personas, tokens)
+    components = persona_logprobs(world.personas, tokens)
     return attribute(loglik(completion), 1.0, num_chains=c.attribution_chains, num_samples=c.attribution_samples,
                      warmup=c.attribution_warmup, seed=seed, progress=progress, components=components,
                      tokens=tokens, mask=completion, prompt_loglik=loglik(~completion))
@@ -327,9 +205,9 @@ def _heldout_elpd(config, world, base, final, evidence, fresh, posteriors, progr
         "scratch": next_token_logprobs(scratch, fresh.tokens),
         "ngram": ngram_logprobs(ngram_table(evidence, V, order), fresh.tokens, V, order),
     }
-    pointwise = {name: _doc_logpdf(logp, fresh)[None] for name, logp in candidates.items()}  # [1, N] each
-    elpd = {name: compare.heldout_elpd(draws)[0] for name, draws in pointwise.items()}
-    return elpd, diagnostics.elpd_table(pointwise)
+    scored = {name: heldout_elpd(_doc_logpdf(logp, fresh)[None]) for name, logp in candidates.items()}  # one draw each
+    elpd = {name: value[0] for name, value in scored.items()}
+    return elpd, diagnostics.elpd_table({name: value[2] for name, value in scored.items()})
 
 
 def _doc_logpdf(logp: Tensor, evidence: Evidence) -> Tensor:
@@ -338,22 +216,9 @@ def _doc_logpdf(logp: Tensor, evidence: Evidence) -> Tensor:
     return (picked * evidence.mask).sum(-1)
 
 
-def _nll(logp: Tensor, tokens: Tensor) -> float:
-    return float(-logp.gather(-1, tokens.unsqueeze(-1)).mean())
-
-
 def _posterior_at(posteriors: dict, beta: float) -> list[float]:
     return posteriors[_nearest(list(posteriors), beta)].weights.tolist()
 
 
 def _nearest(values, target: float) -> float:
     return min(values, key=lambda v: abs(v - target))
-
-
-def child_seed(seed: int, *names: Any) -> int:
-    """The seed of one named random choice of the runner, e.g. ``child_seed(seed, "evidence", arm.name)``.
-
-    Stable across processes (a CRC of the names, not Python's salted ``hash``), so a
-    notebook can rebuild exactly the evidence an arm used.
-    """
-    return (seed * 1_000_003 + zlib.crc32(repr(names).encode())) % 2**31

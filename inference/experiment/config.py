@@ -28,17 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import InputError
-from models.personas import check_sizes
-
-FINETUNE_METHODS = ("full", "lora", "last_layer", "k_params")
-#: seeds are 32-bit (as on the command line)
-MAX_SEED = 2**32 - 1
-#: largest integer any key takes (larger values are typos, and overflow torch's 64-bit sizes)
-MAX_INT = 2**32 - 1
-#: most tokens in one simulated corpus, held-out set, evidence arm or training batch
-MAX_TOKENS = 50_000_000
-#: most parameters of the base transformer (about ``12 * n_layer * n_embd**2``)
-MAX_PARAMETERS = 200_000_000
+from models.limits import (
+    FINETUNE_METHODS,
+    MAX_INT,
+    MAX_PARAMETERS,
+    MAX_SEED,
+    check_sizes,
+    check_tokens,
+)
 
 
 @dataclass(frozen=True)
@@ -205,7 +202,7 @@ def validate(config: ExperimentConfig) -> None:
     except InputError as exc:
         raise InputError(f"[world]: {exc}") from None
     for key in ("corpus_docs", "heldout_contexts"):
-        _tokens(f"world.{key} x world.doc_len", getattr(w, key) * w.doc_len)
+        check_tokens(f"world.{key} x world.doc_len", getattr(w, key) * w.doc_len)
     for key in ("n_layer", "n_head", "n_embd", "steps", "batch_size"):
         _positive(f"base.{key}", getattr(b, key))
     if b.n_embd % b.n_head:
@@ -214,7 +211,7 @@ def validate(config: ExperimentConfig) -> None:
     if parameters > MAX_PARAMETERS:
         raise InputError(f"base.n_layer = {b.n_layer} and base.n_embd = {b.n_embd} make a transformer of about "
                          f"{parameters:.2g} parameters (limit {MAX_PARAMETERS:.0e})")
-    _tokens("base.batch_size x world.doc_len", b.batch_size * w.doc_len)
+    check_tokens("base.batch_size x world.doc_len", b.batch_size * w.doc_len)
     _positive("base.lr", b.lr)
     if not 0 <= b.p_tag <= 1:
         raise InputError(f"base.p_tag must lie in [0, 1], got {b.p_tag}")
@@ -241,8 +238,8 @@ def validate(config: ExperimentConfig) -> None:
             raise InputError(f"{key}.persona must be 'novel' or an index in [0, {w.num_personas}), got {arm.persona!r}")
         _positive(f"{key}.num_docs", arm.num_docs)
         _positive(f"{key}.doc_len", arm.doc_len)
-        _tokens(f"{key}.num_docs x {key}.doc_len", arm.num_docs * arm.doc_len)
-        _tokens(f"compare.elpd_docs x {key}.doc_len", c.elpd_docs * arm.doc_len)
+        check_tokens(f"{key}.num_docs x {key}.doc_len", arm.num_docs * arm.doc_len)
+        check_tokens(f"compare.elpd_docs x {key}.doc_len", c.elpd_docs * arm.doc_len)
         _positive(f"{key}.concentration", arm.concentration)
         if not 0 <= arm.prompt_len < arm.doc_len:
             raise InputError(f"{key}.prompt_len must lie in [0, {key}.doc_len), got {arm.prompt_len}")
@@ -299,11 +296,6 @@ def _coerce(key: str, value: Any, kind: type, default: Any = None) -> Any:
 def _positive(key: str, value: float) -> None:
     if not value > 0:
         raise InputError(f"{key} must be > 0, got {value!r}")
-
-
-def _tokens(what: str, tokens: int) -> None:
-    if tokens > MAX_TOKENS:
-        raise InputError(f"{what} = {tokens} tokens is too many (limit {MAX_TOKENS:.0e})")
 
 
 def _at_least(key: str, value: int, low: int) -> None:

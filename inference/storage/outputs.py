@@ -1,19 +1,20 @@
-"""Output folders that are never left half-written.
+"""Output folders that are never left half-written, and never mixed with an earlier run.
 
 Every command that writes files does so through :func:`atomic_output_dir`::
 
-    check_output_dir(out)                      # before any work: refuse a bad --out early
+    out = check_output_dir(out, overwrite)     # before any work: refuse a bad --out early
     ...                                        # load, validate, compute
-    with atomic_output_dir(out) as tmp:        # a fresh sibling folder, e.g. out/../.out.tmp-x1y2
+    with atomic_output_dir(out, overwrite) as tmp:   # a fresh sibling folder, e.g. out/../.out.tmp-x1y2
         write_json_atomic(tmp / "summary.json", summary)
-        np.savez(tmp / "arrays.npz", ...)
-    # on success every file in tmp is moved into out (os.replace, one file at a time);
-    # on any error tmp is removed and out is left exactly as it was.
+    # on success tmp becomes out; on any error tmp is removed and out is left exactly as it was.
 
-Files already in ``out`` that the command does not write are never touched.
-Problems with the output location itself (a file where a folder should be, no
-permission, a read-only disk) raise :class:`~models.errors.InputError` with a
-one-line message.
+An output folder holds the files of one run. A folder that exists and is not empty
+is refused (:class:`~models.errors.InputError`) unless ``overwrite=True``; then it is
+replaced whole, after the run succeeded (renamed aside, the new folder renamed in, the
+old one deleted), so no stale file of the earlier run survives. Problems with the
+location itself (an empty name, a file where a folder should be, a folder that cannot
+be written) are found by :func:`check_output_dir` before any work, by writing and
+removing a probe file next to where ``out`` will be.
 """
 
 from __future__ import annotations
@@ -28,19 +29,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from models.errors import InputError
 
 
-def check_output_dir(out: str | os.PathLike) -> Path:
-    """Refuse an output folder that cannot be created or written, without creating anything.
+def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse an output folder that cannot be used, without leaving anything behind.
 
     Parameters
     ----------
     out : path
-        The folder a command will write into; it may not exist yet (it and
-        its missing parents are created on commit).
+        The folder a command will write into; it may not exist yet (it and its
+        missing parents are created on commit).
+    overwrite : bool
+        Accept an existing, non-empty ``out`` (it will be replaced whole).
 
     Returns
     -------
@@ -50,45 +51,51 @@ def check_output_dir(out: str | os.PathLike) -> Path:
     Raises
     ------
     InputError
-        ``out`` (or one of its ancestors) is an existing non-folder, or the
-        nearest existing ancestor is not writable.
+        ``out`` is empty text; ``out`` (or an ancestor) is an existing non-folder;
+        ``out`` holds files and ``overwrite`` is False; or the nearest existing
+        ancestor cannot be written (checked by creating and removing a probe file).
     """
+    if isinstance(out, str) and not out.strip():
+        raise InputError("--out must name a folder, got an empty string")
     out = Path(out)
-    if str(out) == "":
-        raise InputError("--out must name a folder")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
-    existing = out
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out}: the folder exists and is not empty (an earlier run?); "
+                         "choose another --out, or pass --overwrite to replace it")
+    existing = out.parent if out.exists() else out
     while not existing.exists():
         if existing.is_symlink():
             raise InputError(f"{existing}: is a broken symbolic link")
-        parent = existing.parent
-        if parent == existing:
+        if existing.parent == existing:
             break
-        existing = parent
+        existing = existing.parent
     if not existing.is_dir():
         raise InputError(f"{out}: cannot create a folder inside {existing}, which is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{out}: no permission to write in {existing}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".psm-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write in {existing} ({_reason(exc)})") from None
     return out
 
 
 @contextmanager
-def atomic_output_dir(out: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling folder of ``out``; move its files into ``out`` on success.
+def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder of ``out``; it becomes ``out`` on success.
 
-    The temporary folder is created next to ``out`` (same file system, so the
-    final moves are renames). When the ``with`` block raises, the temporary
-    folder and any folders this call created are removed and ``out`` is
-    untouched. When it succeeds, every file in the temporary folder replaces
-    the file of the same name in ``out`` with :func:`os.replace`.
+    When the ``with`` block raises, the temporary folder and any parent folders this
+    call created are removed and ``out`` is untouched. When it succeeds, the temporary
+    folder is renamed to ``out`` (an existing empty ``out`` is replaced; an existing
+    non-empty one only with ``overwrite``, see the module docstring).
 
     Raises
     ------
     InputError
-        The output location cannot be created or written.
+        The output location cannot be created or written, or holds an earlier run.
     """
-    out = check_output_dir(out)
+    out = check_output_dir(out, overwrite)
     created = _make_parents(out.parent)
     try:
         try:
@@ -100,12 +107,11 @@ def atomic_output_dir(out: str | os.PathLike) -> Iterator[Path]:
         raise
     try:
         yield tmp
-        _commit(tmp, out, created)
+        _commit(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)
         raise
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
@@ -134,13 +140,13 @@ def to_jsonable(obj: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy / torch values
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy / torch arrays and scalars
         return to_jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
+    if isinstance(obj, bool):
+        return obj
+    if isinstance(obj, int):
         return int(obj)
-    if isinstance(obj, (float, np.floating)):
+    if isinstance(obj, float):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, Path):
         return str(obj)
@@ -166,16 +172,21 @@ def _make_parents(folder: Path) -> list[Path]:
     return created
 
 
-def _commit(tmp: Path, out: Path, created: list[Path]) -> None:
-    """Move every file of ``tmp`` into ``out`` (created if missing)."""
+def _commit(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Make ``tmp`` the folder ``out``: a rename, with an existing ``out`` renamed aside first."""
     try:
-        if not out.is_dir():
-            out.mkdir()
-            created.append(out)
-        for item in sorted(tmp.iterdir()):
-            os.replace(item, out / item.name)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes the folder private; give it the usual mode
+        if out.is_dir() and any(out.iterdir()) and not overwrite:  # appeared while the command ran
+            raise InputError(f"{out}: the folder was filled while this command ran; nothing was written")
+        aside = None
+        if out.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, aside / "old")
+        os.replace(tmp, out)
     except OSError as exc:
         raise InputError(f"{out}: cannot write output ({_reason(exc)})") from None
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _remove_empty(created: list[Path]) -> None:

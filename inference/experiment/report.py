@@ -1,7 +1,7 @@
 """Writing an experiment's outputs: ``summary.json``, ``report.md``, figures, InferenceData.
 
 Everything is written into a temporary folder and moved into place only when
-the whole experiment succeeded (:func:`inference.outputs.atomic_output_dir`).
+the whole experiment succeeded (:func:`inference.storage.outputs.atomic_output_dir`).
 The findings in ``report.md`` are computed from the summary, never typed in.
 """
 
@@ -11,16 +11,20 @@ import math
 from pathlib import Path
 from typing import Any
 
-from inference import diagnostics, plots
-from inference.outputs import atomic_output_dir, to_jsonable, write_json_atomic
+from inference import diagnostics
+from inference.experiment import plots
+from inference.storage.outputs import atomic_output_dir, to_jsonable, write_json_atomic
 
 #: summary fields that record wall time (excluded when checking reproducibility)
 TIMING_FIELDS = ("timing",)
 
 
-def write_experiment(summary: dict[str, Any], arms: list, out: str | Path) -> list[str]:
-    """Write every output of an experiment into ``out``; returns the file names."""
-    with atomic_output_dir(out) as tmp:
+def write_experiment(summary: dict[str, Any], arms: list, out: str | Path, overwrite: bool = False) -> list[str]:
+    """Write every output of an experiment into ``out``; returns the file names.
+
+    ``out`` must be new or empty unless ``overwrite`` (then it is replaced whole).
+    """
+    with atomic_output_dir(out, overwrite) as tmp:
         names = []
         for result in arms:
             arm = result.summary

@@ -11,7 +11,8 @@ Everything here is closed form over sufficient statistics:
   forward pass over documents whose state is ``m`` sums every one of the ``K^D``
   assignments in ``O(D * C(D + K - 1, K - 1) * K)``; then
   ``E[w | D] = sum_m P(m | D) (alpha + m) / (sum(alpha) + D)``.
-* the predictive with in-context updating, for any finite mixture of tables.
+
+The predictive with in-context updating is :func:`models.predictive.mixture_predictive`.
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from models.counts import feature_index
 from models.errors import InputError
 from models.personas import TablePrior
 
@@ -155,77 +154,6 @@ def mixture_posterior(doc_loglik: Tensor, alpha: Tensor, beta: float) -> Mixture
     log_p = torch.log_softmax(log_joint, 0)
     mean = (log_p.exp()[:, None] * (alpha + counts)).sum(0) / (alpha.sum() + D)
     return MixtureExact(mean, log_evidence, counts, log_p, alpha)
-
-
-def mixture_predictive(
-    log_table: Tensor,
-    log_weights: Tensor,
-    contexts: Tensor,
-    vocab_size: int,
-    order: int,
-    max_elements: int = 20_000_000,
-) -> Tensor:
-    """Next-token log-probabilities of a persona mixture with in-context updating.
-
-    ``p(x_t | x_<t) = sum_m w_m(x_<t) p(x_t | x_<t, m)`` with
-    ``w_m(x_<t) ∝ w_m p(x_<t | m)``.
-
-    Parameters
-    ----------
-    log_table : Tensor
-        ``[M, F]`` flat log tables of the components.
-    log_weights : Tensor
-        ``[M]`` log mixture weights (need not be normalised).
-    contexts : Tensor
-        ``[n, T]`` token sequences.
-    vocab_size, order : int
-        ``V`` and the Markov order.
-    max_elements : int
-        Memory bound: rows are processed in chunks of ``M * chunk * T * V``.
-
-    Returns
-    -------
-    Tensor
-        ``[n, T, V]``: row ``t`` is the distribution of token ``t`` given tokens ``< t``.
-    """
-    contexts = check_contexts(contexts, vocab_size)
-    n, T = contexts.shape
-    V, M = vocab_size, log_table.shape[0]
-    if n == 0 or T == 0:
-        return log_table.new_zeros(n, T, V)
-    features = feature_index(contexts, V, order)  # [n, T]
-    row_start = (features - contexts).clone()  # [n, T] offset of each position's row in the flat table
-    row_start[:, 0] = 0
-    log_weights = log_weights - torch.logsumexp(log_weights, 0)
-    chunk = max(1, max_elements // max(1, M * T * V))
-    out = []
-    for lo in range(0, n, chunk):  # memory chunks, not a per-document loop
-        f, r = features[lo : lo + chunk], row_start[lo : lo + chunk]  # [c, T]
-        token_lp = log_table[:, f]  # [M, c, T]
-        prefix = torch.cumsum(token_lp, -1).roll(1, -1)  # [M, c, T] log p(x_<t | m)
-        prefix[..., 0] = 0
-        log_post = log_weights[:, None, None] + prefix
-        norm = torch.logsumexp(log_post, 0, keepdim=True)
-        # A context impossible under every component keeps the prior weights.
-        log_post = torch.where(torch.isfinite(norm), log_post - norm, log_weights[:, None, None].expand_as(log_post))
-        rows = log_table[:, r[..., None] + torch.arange(V)]  # [M, c, T, V]
-        out.append(torch.logsumexp(log_post[..., None] + rows, 0))  # [c, T, V]
-    return torch.cat(out, 0)
-
-
-def check_contexts(contexts, vocab_size: int) -> Tensor:
-    """``contexts`` as an ``[n, T]`` int64 tensor; one-line :class:`InputError` unless its tokens lie in ``[0, V)``."""
-    try:  # through NumPy: torch has no min/max for every integer dtype (uint64)
-        array = contexts.detach().cpu().numpy() if isinstance(contexts, Tensor) else np.asarray(contexts)
-    except (TypeError, ValueError, RuntimeError):
-        raise InputError(f"contexts must be an [n, T] array of tokens, got {type(contexts).__name__}") from None
-    if array.dtype == bool or array.dtype.kind not in "iu":
-        raise InputError(f"contexts must hold integer tokens, got dtype {array.dtype}")
-    if array.ndim != 2:
-        raise InputError(f"contexts must be [n, T], got shape {array.shape}")
-    if array.size and (array.min() < 0 or array.max() >= vocab_size):
-        raise InputError(f"context tokens must lie in [0, {vocab_size}), found {array.min()}..{array.max()}")
-    return torch.as_tensor(array.astype(np.int64))
 
 
 def _temper(loglik: Tensor, beta: float) -> Tensor:

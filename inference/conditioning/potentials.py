@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from models.counts import Evidence, TransitionCounts, count_transitions
 from models.errors import InputError
-from models.mixture import EVIDENCE_MODELS
+from models.limits import EVIDENCE_MODELS
 from models.personas import MarkovPersonas, TablePrior
 
 
