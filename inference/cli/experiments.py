@@ -58,33 +58,25 @@ def _config(args: argparse.Namespace, default):
     return config if args.seed is None else dataclasses.replace(config, seed=args.seed)
 
 
-def _experiment(config, args: argparse.Namespace) -> int:
-    from inference.experiment.report import write_experiment
-    from inference.experiment.runner import run_experiment
-
-    out = output_folder(args)
-    summary, arms, _ = run_experiment(config, progress=not args.quiet)
-    names = write_experiment(summary, arms, out, overwrite=args.overwrite)
-    lines = [f"ran {len(arms)} arm(s) ({', '.join(a.summary['arm'] for a in arms)}) with seed {config.seed} "
-             f"in {summary['timing']['seconds']:.1f} s; wrote {len(names)} files to {out}/:"]
-    lines += [f"  {out / 'summary.json'}  (every number)", f"  {out / 'report.md'}  (findings and figures)"]
-    for arm in summary["arms"]:
-        lines.append(f"  arm {arm['arm']}: E_true={_short(arm['exhaustiveness_true'][-1])}, "
-                     f"E_self={_short(arm['exhaustiveness_self'][-1])}, beta*={_short(arm['beta_star'][-1])}")
-    say("\n".join(lines))
-    return 0
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the experiment described by a TOML file."""
-    return _experiment(_config(args, None), args)
+    """Run the experiment described by a TOML file (any kind of :mod:`inference.experiment.kinds`)."""
+    from inference.experiment.kinds import load_experiment
+
+    module, config = load_experiment(args.config, args.seed)  # the whole config, before any work
+    out = output_folder(args)
+    say(module.run_and_write(config, out, overwrite=args.overwrite, progress=not args.quiet))
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the default experiment (shipped base checkpoint, two arms)."""
+    from inference.experiment import runner
     from inference.experiment.config import demo_config
 
-    return _experiment(_config(args, demo_config), args)
+    config = _config(args, demo_config)
+    out = output_folder(args)
+    say(runner.run_and_write(config, out, overwrite=args.overwrite, progress=not args.quiet))
+    return 0
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -111,7 +103,3 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         f"{config.seed}): held-out NLL {scores['heldout_nll']:.4f} vs Bayes-optimal {scores['bayes_optimal_nll']:.4f} "
         f"nats/token; wrote {out}/model.safetensors, config.json, world.json, base.json")
     return 0
-
-
-def _short(x) -> str:
-    return "undefined" if x is None or x != x else f"{x:.3g}"

@@ -37,6 +37,9 @@ from models.limits import (
     check_tokens,
 )
 
+#: the experiment kind this module describes (``kind = "personas"``, the default of ``psm run``)
+KIND = "personas"
+
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -145,20 +148,34 @@ def demo_config() -> ExperimentConfig:
     return config
 
 
-def load_config(path: str | os.PathLike) -> ExperimentConfig:
-    """Read and validate an experiment TOML file (errors name the offending key)."""
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed TOML document at ``path``; one-line :class:`InputError` when missing or malformed."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'no such file'}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
-    config = config_from_dict(raw)
+
+
+def load_config(path: str | os.PathLike) -> ExperimentConfig:
+    """Read and validate an experiment TOML file of the default kind (errors name the offending key).
+
+    The whole config is checked before any work starts; an empty file is the
+    ``psm demo`` experiment with a base pre-trained for it (every key is optional except
+    what the defaults cannot supply). Relative checkpoint paths are read from the file's folder.
+    """
+    path = Path(path)
+    return resolve_paths(config_from_dict(read_toml(path)), path.parent)
+
+
+def resolve_paths(config: ExperimentConfig, folder: Path) -> ExperimentConfig:
+    """``base.checkpoint`` relative to ``folder`` (the config file's), unless absolute or ``default``."""
     if config.base.checkpoint and config.base.checkpoint != "default":
         ckpt = Path(config.base.checkpoint)
         if not ckpt.is_absolute():
-            ckpt = path.parent / ckpt
+            ckpt = folder / ckpt
         config = dataclasses.replace(config, base=dataclasses.replace(config.base, checkpoint=str(ckpt)))
     return config
 
@@ -168,18 +185,20 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     sections = {"world": WorldConfig, "base": BaseConfig, "finetune": FinetuneConfig, "compare": CompareConfig}
     if not isinstance(raw, dict):
         raise InputError(f"an experiment config must be a table of keys, got {type(raw).__name__}")
-    _check_keys(raw, {"seed", "arms", *sections}, "")
+    check_keys(raw, {"kind", "seed", "arms", *sections}, "")
+    if raw.get("kind", KIND) != KIND:
+        raise InputError(f"kind = {raw['kind']!r} is not a persona-world experiment; run it with 'psm run'")
     values: dict[str, Any] = {}
     if "seed" in raw:
-        values["seed"] = _coerce("seed", raw["seed"], int)
+        values["seed"] = coerce("seed", raw["seed"], int)
     for name, cls in sections.items():
         if name in raw:
-            values[name] = _build(cls, raw[name], name)
+            values[name] = build_section(cls, raw[name], name)
     if "arms" in raw:
         arms = raw["arms"]
         if not isinstance(arms, (list, tuple)) or not arms:
             raise InputError("arms: need at least one [[arms]] table")
-        values["arms"] = tuple(_build(ArmConfig, arm, f"arms[{i}]") for i, arm in enumerate(arms))
+        values["arms"] = tuple(build_section(ArmConfig, arm, f"arms[{i}]") for i, arm in enumerate(arms))
     config = ExperimentConfig(**values)
     validate(config)
     return config
@@ -247,25 +266,29 @@ def validate(config: ExperimentConfig) -> None:
             raise InputError(f"{key}.name must be letters, digits, '_' or '-', got {arm.name!r}")
 
 
-def _build(cls, raw: Any, prefix: str):
+def build_section(cls, raw: Any, prefix: str):
+    """A dataclass ``cls`` from a TOML table: unknown keys and mistyped values are one-line errors
+    naming ``prefix.key``; missing keys take the dataclass defaults (any experiment kind can use it)."""
     if not isinstance(raw, dict):
         raise InputError(f"{prefix}: expected a table, got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    _check_keys(raw, set(fields), prefix + ".")
+    check_keys(raw, set(fields), prefix + ".")
     kwargs = {}
     for key, value in raw.items():
         default = getattr(cls(), key)
-        kwargs[key] = _coerce(f"{prefix}.{key}", value, type(default), default)
+        kwargs[key] = coerce(f"{prefix}.{key}", value, type(default), default)
     return cls(**kwargs)
 
 
-def _check_keys(raw: dict, allowed: set[str], prefix: str) -> None:
+def check_keys(raw: dict, allowed: set[str], prefix: str) -> None:
+    """One-line error naming the first key of ``raw`` outside ``allowed``."""
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise InputError(f"unknown key {prefix}{unknown[0]} (allowed: {', '.join(sorted(allowed))})")
 
 
-def _coerce(key: str, value: Any, kind: type, default: Any = None) -> Any:
+def coerce(key: str, value: Any, kind: type, default: Any = None) -> Any:
+    """``value`` as the type of a config field (ints as floats, lists as tuples), or a one-line error."""
     if key.endswith(".persona"):
         if value == "novel" or (isinstance(value, int) and not isinstance(value, bool)):
             return value
@@ -274,7 +297,7 @@ def _coerce(key: str, value: Any, kind: type, default: Any = None) -> Any:
         if not isinstance(value, (list, tuple)):
             raise InputError(f"{key} must be a list, got {value!r}")
         element = type(default[0]) if default else float
-        return tuple(_coerce(key, v, element) for v in value)
+        return tuple(coerce(key, v, element) for v in value)
     if kind is bool or isinstance(value, bool):
         if kind is bool and isinstance(value, bool):
             return value

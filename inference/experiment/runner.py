@@ -222,3 +222,32 @@ def _posterior_at(posteriors: dict, beta: float) -> list[float]:
 
 def _nearest(values, target: float) -> float:
     return min(values, key=lambda v: abs(v - target))
+
+
+# ----------------------------------------------------------------------------- the kind protocol
+
+
+def load(raw: dict[str, Any], folder) -> ExperimentConfig:
+    """``kind = "personas"`` (:mod:`inference.experiment.kinds`): validate a parsed config."""
+    from inference.experiment.config import config_from_dict, resolve_paths
+
+    return resolve_paths(config_from_dict(raw), folder)
+
+
+def run_and_write(config: ExperimentConfig, out, *, overwrite: bool = False, progress: bool = True) -> str:
+    """Run every arm, write the outputs into ``out``, and return the closing lines of ``psm run``."""
+    from inference.experiment.report import write_experiment
+
+    summary, arms, _ = run_experiment(config, progress=progress)
+    names = write_experiment(summary, arms, out, overwrite=overwrite)
+    lines = [f"ran {len(arms)} arm(s) ({', '.join(a.summary['arm'] for a in arms)}) with seed {config.seed} "
+             f"in {summary['timing']['seconds']:.1f} s; wrote {len(names)} files to {out}/:",
+             f"  {out}/summary.json  (every number)", f"  {out}/report.md  (findings and figures)"]
+    for arm in summary["arms"]:
+        lines.append(f"  arm {arm['arm']}: E_true={_short(arm['exhaustiveness_true'][-1])}, "
+                     f"E_self={_short(arm['exhaustiveness_self'][-1])}, beta*={_short(arm['beta_star'][-1])}")
+    return "\n".join(lines)
+
+
+def _short(x) -> str:
+    return "undefined" if x is None or x != x else f"{x:.3g}"
