@@ -20,7 +20,7 @@ from models.counts import count_transitions, make_evidence
 from models.errors import InputError
 from models.mixture import persona_model, simulate_corpus
 from models.personas import anchored_table_prior, random_personas
-from tests.inference.worlds import K, global_world, mixture_world
+from tests.inference.conditioning.worlds import K, global_world, mixture_world
 
 
 def model_and_args(evidence_model: str, tables: bool = False):

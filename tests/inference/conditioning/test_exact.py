@@ -11,7 +11,6 @@ from inference.conditioning.exact import (
 from models.counts import count_transitions, total_counts
 from models.errors import InputError
 from models.personas import anchored_table_prior
-from models.predictive import mixture_predictive
 from tests.models.test_counts import brute_loglik
 
 
@@ -100,28 +99,6 @@ def test_dirichlet_global_posterior_tends_to_known_tables(tiny_world):
     known, _ = global_posterior(personas.prior.log(), personas.log_table(), totals, 1.0)
     sharp, _ = global_posterior_dirichlet(personas.prior.log(), anchored_table_prior(personas, 1e7, 1e-9), totals, 1.0)
     torch.testing.assert_close(sharp.exp(), known.exp(), rtol=0, atol=1e-4)
-
-
-def test_predictive_updates_in_context(tiny_world):
-    personas, ev, _ = tiny_world
-    contexts = ev.tokens[:3]
-    log_w = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64).log()
-    got = mixture_predictive(personas.log_table(), log_w, contexts, 4, 1)
-    assert got.shape == (3, 12, 4)
-    for n in range(3):
-        for t in range(12):
-            prefix = brute_loglik(personas, contexts[n : n + 1, :t], torch.ones(1, t, dtype=torch.bool))[:, 0] if t else torch.zeros(3, dtype=torch.float64)
-            post = torch.softmax(log_w + prefix, 0)
-            nxt = personas.init if t == 0 else personas.trans[:, contexts[n, t - 1]]  # [K, V]
-            torch.testing.assert_close(got[n, t].exp(), (post[:, None] * nxt).sum(0), rtol=0, atol=1e-10)
-
-
-def test_predictive_chunks_agree(tiny_world):
-    personas, ev, _ = tiny_world
-    log_w = personas.prior.log()
-    whole = mixture_predictive(personas.log_table(), log_w, ev.tokens, 4, 1)
-    chunked = mixture_predictive(personas.log_table(), log_w, ev.tokens, 4, 1, max_elements=1)
-    torch.testing.assert_close(whole, chunked)
 
 
 def test_impossible_evidence_is_a_clear_error(tiny_world):

@@ -29,7 +29,7 @@ from inference.conditioning.svi import ConvergenceRule, SVIResult, run_svi
 from models.counts import count_transitions
 from models.errors import InputError
 from models.mixture import persona_model
-from tests.inference.worlds import D, K, global_world, mixture_world
+from tests.inference.conditioning.worlds import D, K, global_world, mixture_world
 
 BIAS = {"dirichlet": 0.03, "normal": 0.05}
 

@@ -22,7 +22,7 @@ from inference.diagnostics import convergence
 from models.errors import InputError
 from models.mixture import persona_model
 from models.personas import anchored_table_prior
-from tests.inference.worlds import D, K, global_world, mixture_world
+from tests.inference.conditioning.worlds import D, K, global_world, mixture_world
 
 
 def mcse(draws: torch.Tensor, ess: float) -> torch.Tensor:

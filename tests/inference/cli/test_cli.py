@@ -7,7 +7,6 @@ the installed ``psm`` console script in a subprocess.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,14 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from inference.cli import main
 from inference.conditioning.condition import condition
 from inference.diagnostics import load_netcdf
-from inference.storage import outputs
 from models.counts import make_evidence
-from models.errors import InputError
 from models.personas import load_personas
 
 K, V, ORDER, D, T = 3, 4, 1, 6, 8
@@ -503,38 +499,6 @@ def test_failure_while_writing_leaves_out_unchanged(world, tmp_path, capsys, mon
     monkeypatch.setenv("PSM_DEBUG", "1")
     code, _, err = run(condition_argv(world, out, "--overwrite"), capsys)
     assert code == 1 and "Traceback" in err and err.splitlines()[-1].startswith("psm: internal error:")
-
-
-# ---------------------------------------------------------------- outputs.py
-
-
-def test_atomic_output_dir_commits_or_leaves_nothing(tmp_path):
-    out = tmp_path / "new" / "deeper" / "out"
-    with pytest.raises(KeyError):
-        with outputs.atomic_output_dir(out) as tmp:
-            outputs.write_json_atomic(tmp / "a.json", {"x": 1})
-            raise KeyError("boom")
-    assert list(tmp_path.iterdir()) == []  # the parents it created are gone too
-
-    with outputs.atomic_output_dir(out) as tmp:
-        outputs.write_json_atomic(tmp / "a.json", {"x": float("nan"), "y": np.float32(2.0), "z": torch.tensor([1, 2])})
-    assert [p.name for p in out.iterdir()] == ["a.json"]
-    assert [p.name for p in out.parent.iterdir()] == ["out"]
-    assert json.loads((out / "a.json").read_text()) == {"x": None, "y": 2.0, "z": [1, 2]}
-
-
-def test_check_output_dir_refuses_files(tmp_path):
-    (tmp_path / "f").write_text("")
-    for bad in (tmp_path / "f", tmp_path / "f" / "sub"):
-        with pytest.raises(InputError):
-            outputs.check_output_dir(bad)
-    assert outputs.check_output_dir(tmp_path / "x" / "y") == tmp_path / "x" / "y"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
-    with pytest.raises(InputError, match="empty"):
-        outputs.check_output_dir("")
-    with pytest.raises(InputError, match="not empty"):
-        outputs.check_output_dir(tmp_path)
-    assert outputs.check_output_dir(tmp_path, overwrite=True) == tmp_path
 
 
 # ---------------------------------------------------------------- SVI and MCMC
