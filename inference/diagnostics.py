@@ -229,6 +229,13 @@ def elpd_table(pointwise: dict[str, np.ndarray], num_draws: dict[str, int] | Non
 # ----------------------------------------------------------------------------- figures
 
 
+def close_figure(fig) -> None:
+    """Release a saved figure: ArviZ draws through pyplot, which keeps every figure until closed."""
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 def plot_trace(idata: az.InferenceData, var_names: list[str] | None = None, kind: str = "rank_bars"):
     """Trace (or rank) plot of the continuous variables; returns the matplotlib Figure."""
     names = var_names or [v for v in CONTINUOUS if v in idata.posterior] or ["persona"]

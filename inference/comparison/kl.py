@@ -28,10 +28,6 @@ from torch import Tensor
 from models.errors import InputError
 from models.predictive import check_logprobs
 
-#: below this ``KL(q_s || q0)`` (nats per position) the model has not changed and ``E`` is undefined
-MIN_CHANGE = 1e-8
-
-
 # ----------------------------------------------------------------------------- KL
 
 

@@ -104,6 +104,8 @@ class CompareConfig:
     # the posterior moves from prior to one persona over beta * n_tokens ~ 1 .. 100: a log grid
     betas: tuple[float, ...] = (0.0, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 0.1, 1.0)
     bootstrap: int = 200
+    bootstrap_refit: str = "none"  # "none": q* held at the full fit; "full": (w, theta) refitted per resample
+    decomposition_restarts: int = 1  # corner-leaning starts of the decomposition fit beyond w*(s)
     attribution_completions: int = 48
     attribution_prompt_len: int = 8
     attribution_samples: int = 300
@@ -243,6 +245,10 @@ def validate(config: ExperimentConfig) -> None:
         raise InputError(f"finetune.snapshots must rise strictly from 0 to at most finetune.steps, got {list(f.snapshots)}")
     if len(c.betas) < 2 or any(not (math.isfinite(x) and x >= 0) for x in c.betas):
         raise InputError(f"compare.betas needs at least two finite values >= 0, got {list(c.betas)}")
+    if c.bootstrap_refit not in ("none", "full"):
+        raise InputError(f"compare.bootstrap_refit must be 'none' or 'full', got {c.bootstrap_refit!r}")
+    if c.decomposition_restarts < 0:
+        raise InputError(f"compare.decomposition_restarts must be >= 0, got {c.decomposition_restarts}")
     for key in ("bootstrap", "attribution_completions", "attribution_samples", "attribution_warmup",
                 "attribution_chains", "elpd_docs"):
         _positive(f"compare.{key}", getattr(c, key))

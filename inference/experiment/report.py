@@ -32,6 +32,7 @@ def write_experiment(summary: dict[str, Any], arms: list, out: str | Path, overw
                 f"{arm['arm']}_kl.png": plots.kl_curves(arm, result.curves, summary["base"]),
                 f"{arm['arm']}_projection.png": plots.projection_weights(arm, summary["base"]),
                 f"{arm['arm']}_exhaustiveness.png": plots.exhaustiveness(arm),
+                f"{arm['arm']}_mechanisms.png": plots.mechanisms(arm),
                 f"{arm['arm']}_next_token.png": plots.next_token(result.curves, arm),
                 f"{arm['arm']}_finetune_loss.png": plots.finetune_losses(result.curves, arm),
             }
@@ -42,7 +43,7 @@ def write_experiment(summary: dict[str, Any], arms: list, out: str | Path, overw
                 attribution, title=f"arm {arm['arm']}: completion tokens against the attributed persona mixture")
             for name, fig in figures.items():
                 fig.savefig(tmp / name, dpi=110)
-                plots.close(fig)
+                diagnostics.close_figure(fig)
                 names.append(name)
             for name, idata in result.idata.items():
                 diagnostics.save_netcdf(idata, tmp / name)
@@ -102,9 +103,7 @@ def _arm_section(arm: dict[str, Any], result, summary: dict[str, Any]) -> list[s
         f"- projection onto R_self puts {w_self[top_self]:.2f} on persona {top_self}"
         + _match(top_self, arm["evidence_persona"])
         + f"; residual {arm['residual_self'][-1]:.4f} (floor {summary['base']['floor_self']:.4f}).",
-        f"- exhaustiveness E_true = {_fmt(arm['exhaustiveness_true'][-1])} "
-        f"(90% bootstrap {_interval(arm['exhaustiveness_ci_true'][-1])}), "
-        f"E_self = {_fmt(arm['exhaustiveness_self'][-1])} ({_interval(arm['exhaustiveness_ci_self'][-1])}).",
+        *_decomposition_lines(arm),
         f"- Bayesian attribution of the fine-tuned model's completions (NUTS, R-hat {att['r_hat_max']:.3f}, "
         f"ESS {att['ess_min']:.0f}): E[w] = {_vector(att['weights_mean'])}"
         + (" (R-hat above 1.01: the chains disagree; read these weights with care)." if att["r_hat_max"] > 1.01 else "."),
@@ -116,6 +115,7 @@ def _arm_section(arm: dict[str, Any], result, summary: dict[str, Any]) -> list[s
         f"![KL curves]({name}_kl.png)",
         f"![projection weights]({name}_projection.png)",
         f"![exhaustiveness]({name}_exhaustiveness.png)",
+        f"![mechanisms]({name}_mechanisms.png)",
         f"![next-token distributions]({name}_next_token.png)",
         f"![attribution rank plot]({name}_attribution_rank.png)",
         f"![attribution posterior predictive check]({name}_attribution_ppc.png)",
@@ -127,6 +127,33 @@ def _arm_section(arm: dict[str, Any], result, summary: dict[str, Any]) -> list[s
         "```",
         "",
     ]
+    return lines
+
+
+def _decomposition_lines(arm: dict[str, Any]) -> list[str]:
+    """The exhaustiveness decomposition and its mechanisms, in words (final snapshot)."""
+    lines = []
+    for key in ("true", "self"):
+        d = arm[f"decomposition_{key}"]
+        e = arm[f"exhaustiveness_{key}"][-1]
+        if e is None:
+            lines.append(f"- E_{key} is undefined: {d['reason'][-1]}.")
+            continue
+        lines.append(f"- of KL(q_s || q0) = {d['total'][-1]:.4f}, re-weighting the personas of R_{key} explains "
+                     f"{d['reweighting'][-1]:.4f} and leaves {d['other'][-1]:.4f}: E_{key} = {_fmt(e)} "
+                     f"(90% bootstrap {_interval(arm[f'exhaustiveness_ci_{key}'][-1])}; tilt theta* = "
+                     f"{d['theta'][-1]:.3g} towards {_vector(d['weights'][-1])}).")
+    by = arm["decomposition_by_context"]["true"]
+    lines.append(f"- where the rest is (R_true, nats/position): on the evidence persona's contexts "
+                 f"{_fmt(by['evidence_persona']['other'], '.4f')}, on the others' {_fmt(by['other_personas']['other'], '.4f')}; "
+                 f"early / middle / late positions {_fmt(by['early']['other'], '.4f')} / {_fmt(by['middle']['other'], '.4f')} / "
+                 f"{_fmt(by['late']['other'], '.4f')}.")
+    f, g = arm["forgetting"], arm["in_context_gamma"]
+    if f["base_nll"] is not None:
+        lines.append(f"- forgetting: NLL on the other personas' contexts {f['base_nll']:.4f} (base) -> "
+                     f"{f['finetuned_nll']:.4f} (fine-tuned), Bayes mixture {f['bayes_nll']:.4f}.")
+    lines.append(f"- in-context updating strength: gamma = {g['true']['gamma']:.3g} (R_true), "
+                 f"{g['self']['gamma']:.3g} (R_self); 1 is Bayesian updating.")
     return lines
 
 

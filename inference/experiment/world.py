@@ -48,6 +48,7 @@ class World:
     config: WorldConfig
     personas: MarkovPersonas
     heldout: Tensor  # [n, T] contexts drawn from the persona mixture
+    writer: Tensor  # [n] the persona that wrote each held-out context
 
 
 @dataclass
@@ -66,8 +67,8 @@ class Base:
 def make_world(config: WorldConfig) -> World:
     """Persona tables and held-out contexts of a world (both from ``config.seed``)."""
     personas = random_personas(config.num_personas, config.vocab_size, config.order, config.concentration, seed=config.seed)
-    heldout, _ = simulate_corpus(personas, config.heldout_contexts, config.doc_len, seed=config.seed + 1)
-    return World(config, personas, heldout)
+    heldout, writer = simulate_corpus(personas, config.heldout_contexts, config.doc_len, seed=config.seed + 1)
+    return World(config, personas, heldout, writer)
 
 
 def model_config(config: ExperimentConfig) -> TransformerConfig:

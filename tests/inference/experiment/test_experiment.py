@@ -17,18 +17,24 @@ BASE_FIELDS = {"heldout_nll", "bayes_optimal_nll", "floor_true", "floor_self",
 ARM_FIELDS = {"arm", "evidence_persona", "evidence_tokens", "steps", "kl_to_base", "beta_star",
               "projection_weights_true", "projection_weights_self", "residual_true", "residual_self",
               "exhaustiveness_true", "exhaustiveness_self", "exhaustiveness_ci_true", "exhaustiveness_ci_self",
-              "posterior_weights_beta1", "attribution", "heldout_elpd", "description_length_nats",
-              "prequential_code_nats"}
+              "decomposition_true", "decomposition_self", "decomposition_by_context", "forgetting",
+              "in_context_gamma", "posterior_weights_beta1", "attribution", "heldout_elpd",
+              "description_length_nats", "prequential_code_nats", "final_training_loss"}
+DECOMPOSITION = {"total", "reweighting", "other", "theta", "weights", "reason"}
 PER_STEP = ("kl_to_base", "beta_star", "projection_weights_true", "projection_weights_self", "residual_true",
             "residual_self", "exhaustiveness_true", "exhaustiveness_self", "exhaustiveness_ci_true",
             "exhaustiveness_ci_self")
 
 
 def numbers(obj):
-    """Every number in a JSON document (None counts as not finite)."""
+    """Every number in a JSON document (None counts as not finite; a ``reason`` is text or None, and a
+    group of held-out positions with no position has undefined means)."""
     if isinstance(obj, dict):
-        for v in obj.values():
-            yield from numbers(v)
+        if obj.get("positions") == 0:
+            return
+        for k, v in obj.items():
+            if k != "reason":
+                yield from numbers(v)
     elif isinstance(obj, list):
         for v in obj:
             yield from numbers(v)
@@ -46,13 +52,23 @@ def check_outputs(out: Path) -> dict:
         for key in PER_STEP:
             assert len(arm[key]) == len(arm["steps"]), key
         assert arm["heldout_elpd"].keys() >= {"base", "finetuned", "scratch", "ngram", "conditioned_beta_1"}
+        for key in ("true", "self"):
+            d = arm[f"decomposition_{key}"]
+            assert set(d) == DECOMPOSITION and all(len(v) == len(arm["steps"]) for v in d.values())
+            for total, rw, other, e in zip(d["total"], d["reweighting"], d["other"], arm[f"exhaustiveness_{key}"],
+                                           strict=True):
+                assert total == pytest.approx(rw + other, rel=1e-8, abs=1e-12)  # the identity, per step
+                assert e == pytest.approx(rw / total, rel=1e-9)
+            groups = arm["decomposition_by_context"][key]
+            assert set(groups) == {"evidence_persona", "other_personas", "early", "middle", "late"}
+            assert arm["in_context_gamma"][key]["gamma"] > 0
     arms = [{k: v for k, v in arm.items() if k != "evidence_persona"} for arm in summary["arms"]]  # null: novel
     for key, part in (("base", summary["base"]), ("arms", arms)):
         values = list(numbers(part))
         assert values and all(v is not None and math.isfinite(v) for v in values), key
     report = (out / "report.md").read_text()
     figures = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
-    assert len(figures) == 6 * len(summary["arms"])
+    assert len(figures) == 7 * len(summary["arms"])
     for name in figures:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n", name
