@@ -77,10 +77,10 @@ def run_case(case: dict) -> dict:
     """One case in a fresh process: time, normalisation error, non-finite counts, peak memory."""
     import torch
 
-    from models.predictive import mixture_predictive
     from inference.conditioning.condition import condition
     from models.counts import count_transitions, load_evidence, total_counts
     from models.personas import anchored_table_prior
+    from models.predictive import mixture_predictive
 
     warnings.simplefilter("ignore")  # ArviZ/Pyro chatter; the rows are the output
     torch.set_num_threads(case["threads"])

@@ -27,12 +27,12 @@ import time
 
 import torch
 
-from models.predictive import mixture_predictive
 from inference.finetuning.training import finetune, pretrain
 from models.counts import make_evidence
 from models.lm_checkpoint import save_checkpoint
 from models.mixture import simulate_corpus
 from models.personas import random_personas
+from models.predictive import mixture_predictive
 from models.transformer import (
     PersonaLM,
     TransformerConfig,

@@ -8,7 +8,13 @@ from inference.comparison.mechanisms import forgetting, in_context_strength, spl
 from models.errors import InputError
 from models.mixture import simulate_corpus
 from models.personas import random_personas
-from models.predictive import in_context_log_weights, mix, mixture_logprobs, persona_logprobs, prefix_loglik
+from models.predictive import (
+    in_context_log_weights,
+    mix,
+    mixture_logprobs,
+    persona_logprobs,
+    prefix_loglik,
+)
 
 
 @pytest.fixture(scope="module")
