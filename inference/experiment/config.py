@@ -2,8 +2,11 @@
 
 An experiment file has a top-level ``seed`` and the tables ``[world]``,
 ``[base]``, ``[finetune]``, ``[compare]`` and one ``[[arms]]`` table per
-evidence arm. Every key is optional except the arms; the defaults are the
-``psm demo`` experiment. Example::
+evidence arm. Every key is optional: an empty file is the ``psm demo`` experiment
+(its world, arms, fine-tuning and comparisons, and the shipped base checkpoint, which
+``base.checkpoint = "auto"`` picks whenever the world and ``[base]`` are the ones it was
+trained with; change them and a base is pre-trained for the new world first). The whole
+file is validated before any work. Example::
 
     seed = 0
     [world]
@@ -66,7 +69,7 @@ class BaseConfig:
     batch_size: int = 128
     lr: float = 6e-3
     p_tag: float = 0.5
-    checkpoint: str = ""  # a checkpoint folder; "default" is the one shipped for the default world
+    checkpoint: str = "auto"  # "auto": the shipped one if it fits, else pre-train; "default"; "" (pre-train); a folder
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,7 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
 
 def resolve_paths(config: ExperimentConfig, folder: Path) -> ExperimentConfig:
     """``base.checkpoint`` relative to ``folder`` (the config file's), unless absolute or ``default``."""
-    if config.base.checkpoint and config.base.checkpoint != "default":
+    if config.base.checkpoint not in ("", "auto", "default"):
         ckpt = Path(config.base.checkpoint)
         if not ckpt.is_absolute():
             ckpt = folder / ckpt
@@ -266,6 +269,9 @@ def validate(config: ExperimentConfig) -> None:
         check_tokens(f"{key}.num_docs x {key}.doc_len", arm.num_docs * arm.doc_len)
         check_tokens(f"compare.elpd_docs x {key}.doc_len", c.elpd_docs * arm.doc_len)
         _positive(f"{key}.concentration", arm.concentration)
+        if arm.doc_len > w.doc_len:
+            raise InputError(f"{key}.doc_len = {arm.doc_len} is longer than the world's documents "
+                             f"(world.doc_len = {w.doc_len}): the base never read positions beyond them")
         if not 0 <= arm.prompt_len < arm.doc_len:
             raise InputError(f"{key}.prompt_len must lie in [0, {key}.doc_len), got {arm.prompt_len}")
         if not arm.name.replace("_", "").replace("-", "").isalnum():
