@@ -77,3 +77,28 @@ def test_an_unknown_public_name_is_an_attribute_error():
     for package in (inference, models):
         with pytest.raises(AttributeError):
             package.no_such_name  # noqa: B018
+
+
+#: the size the team agreed on (DEVELOPERS.md): modules of about 350 lines, functions of about 60
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 360, 60
+
+
+def _sizes():
+    import ast
+
+    for root in ("models", "inference"):
+        for path in sorted((ROOT / root).rglob("*.py")):
+            text = path.read_text()
+            yield "module", path.relative_to(ROOT), len(text.splitlines())
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    doc = ast.get_docstring(node)
+                    body = node.end_lineno - node.lineno + 1 - (len(doc.splitlines()) + 2 if doc else 0)
+                    yield "function", f"{path.relative_to(ROOT)}:{node.lineno} {node.name}", body
+
+
+def test_modules_and_functions_stay_small():
+    """No module above ~350 lines, no function body (docstring aside) above ~60 lines."""
+    too_long = [f"{kind} {where}: {size} lines" for kind, where, size in _sizes()
+                if size > (MAX_MODULE_LINES if kind == "module" else MAX_FUNCTION_LINES)]
+    assert not too_long, "\n".join(too_long)

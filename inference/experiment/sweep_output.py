@@ -153,26 +153,36 @@ def e_against_kl(rows: list[dict[str, Any]]) -> Figure:
 
 
 def e_against_size(rows: list[dict[str, Any]]) -> Figure:
-    """Median ``E`` over seeds (bars: range) against the number of evidence documents, per method and arm."""
-    fig = Figure(figsize=(11, 4.2))
+    """Median ``E`` over seeds (bars: range) against the number of evidence documents.
+
+    Colour: fine-tuning method; line style: learning rate; marker: arm.
+    """
+    fig = Figure(figsize=(11, 4.4))
     axes = fig.subplots(1, 2, sharey=True)
     ok = [r for r in rows if not r["error"] and r.get("num_docs") is not None]
+    methods = sorted({r.get("method") for r in ok}, key=str)
+    lrs = sorted({r.get("lr") for r in ok}, key=lambda v: (v is None, v or 0))
+    arms = list(dict.fromkeys(r["arm"] for r in ok))
     for ax, key in zip(axes, ("true", "self"), strict=True):
         series: dict[tuple, dict[int, list[float]]] = {}
         for r in ok:
             if r[f"E_{key}"] is not None:
                 series.setdefault((r.get("method"), r.get("lr"), r["arm"]), {}).setdefault(r["num_docs"], []).append(
                     r[f"E_{key}"])
-        for i, ((method, lr, arm), by_size) in enumerate(sorted(series.items(), key=str)):
+        for (method, lr, arm), by_size in sorted(series.items(), key=str):
             sizes = sorted(by_size)
             med = [float(np.median(by_size[s])) for s in sizes]
             lo = [m - min(by_size[s]) for m, s in zip(med, sizes, strict=True)]
             hi = [max(by_size[s]) - m for m, s in zip(med, sizes, strict=True)]
-            ax.errorbar(sizes, med, yerr=[lo, hi], fmt="-o" if arm == "in_support" else "--s", ms=4, capsize=2,
-                        color=f"C{i % 10}", label=f"{method}, lr {lr:g}, {arm}")
+            ax.errorbar(sizes, med, yerr=[lo, hi], color=f"C{methods.index(method) % 10}", capsize=2, ms=4,
+                        linestyle=["-", "--", ":", "-."][lrs.index(lr) % 4], marker="os^vD"[arms.index(arm) % 5])
         ax.set(xscale="log", xlabel="evidence documents", ylim=(-0.02, 1.02))
         ax.set_title(rf"$E_{{{key}}}$ against evidence size (median, range over seeds)", fontsize=10)
     axes[0].set_ylabel("E = re-weighting share")
-    axes[1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    handles = [axes[1].plot([], [], color=f"C{i % 10}", lw=3, label=str(m))[0] for i, m in enumerate(methods)]
+    handles += [axes[1].plot([], [], color="grey", linestyle=["-", "--", ":", "-."][i % 4], label=f"lr {lr:g}")[0]
+                for i, lr in enumerate(lrs) if lr is not None]
+    handles += [axes[1].plot([], [], "os^vD"[i % 5], color="grey", label=f"arm {a}")[0] for i, a in enumerate(arms)]
+    axes[1].legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
