@@ -18,7 +18,14 @@ from inference.comparison.decomposition import decomposition_interval, fit
 from inference.comparison.projection import project
 from inference.comparison.tilt import Tilt
 from inference.experiment.config import demo_config
-from inference.experiment.world import arm_evidence, arm_persona, child_seed, load_base, make_world, measure_base
+from inference.experiment.world import (
+    arm_evidence,
+    arm_persona,
+    child_seed,
+    load_base,
+    make_world,
+    measure_base,
+)
 from inference.finetuning.training import finetune
 from inference.runtime import torch_threads
 from models.transformer import next_token_logprobs
