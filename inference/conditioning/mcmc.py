@@ -15,9 +15,9 @@ summed out. Two potentials, the same density (a test checks they agree):
     wrapped in ``poutine.condition``.
 ``marginal``
     By hand (:mod:`inference.conditioning.potentials`): the persona summed out
-    from sufficient statistics (DESIGN.md §6), value and gradient computed
-    together in NumPy, the latents on Pyro's own stick-breaking scale, so from
-    one seed both potentials draw the same chain up to rounding. For
+    from sufficient statistics (DESIGN.md §6), value and analytic gradient
+    computed together in NumPy, the latents on Pyro's own stick-breaking scale,
+    so from one seed both potentials draw the same chain up to rounding. For
     :func:`models.mixture.persona_model` and any model that offers one
     (:func:`marginal_potential_of`; the attribution model does); about 10x the
     ESS per second of ``enumerate`` on the benchmark (``benchmarks/bench_nuts.py``).
@@ -29,28 +29,30 @@ seeded by word ``c`` of ``numpy.random.SeedSequence(seed)``; the chains run
 ``chain_workers`` at a time in forked processes (default: one per chain, up to
 the usable cores) or one after another, with the same draws either way, under
 :func:`inference.runtime.torch_threads` (one torch thread unless ``PSM_THREADS``
-says otherwise). ``MCMC.get_samples`` leaves out the enumerated persona, so every
-draw is completed by ``infer_discrete`` (temperature 1, ``poutine.condition``
-inside it), seeded by word ``num_chains``. Initialisation (``init=``): ``prior``
-(a prior draw per chain), ``uniform`` (uniform in ``(-2, 2)`` on the
-unconstrained scale), ``svi`` (a draw per chain from a Dirichlet-guide SVI fit
-of ``svi_steps`` steps; the remedy for multimodal learned personas).
-Diagnostics: ArviZ's rank-normalised split R-hat and bulk ESS over every entry
-of every continuous latent (:func:`inference.diagnostics.rhat_ess`).
+says otherwise). ``MCMC.get_samples`` leaves out the summed-out persona, so
+every draw is completed by a draw of the persona given it (temperature 1),
+seeded by word ``num_chains``: by the hand-written potential itself
+(``marginal``; no model tracing) or by ``infer_discrete``.
+
+Initialisation (``init=``): ``prior`` (a prior draw per chain), ``uniform``
+(uniform in ``(-2, 2)`` on the unconstrained scale), ``svi`` (a draw per chain
+from a Dirichlet-guide SVI fit of ``svi_steps`` steps; the remedy for multimodal
+learned personas). Diagnostics: ArviZ's rank-normalised split R-hat and bulk
+ESS over every entry of every continuous latent (:func:`inference.diagnostics.rhat_ess`).
 
 Long runs: with ``checkpoint_dir`` and ``checkpoint_every=N``, after every
 ``N``-th finished chain (in chain order) and after the last one, every finished
 chain is saved (:mod:`inference.storage.checkpoints`, ``mcmc-<chains done>/``;
-safetensors and JSON, no pickle). ``resume=True`` loads the newest checkpoint (a fresh run when
-there is none), skips the finished chains and re-runs the others from their
-start. As every chain and the discrete recovery draw from their own seeds, the
-result is bit for bit that of an uninterrupted run (same machine and thread
-count), at the cost of redoing the chains that were running (one per worker).
-Mid-chain checkpoints are not taken: Pyro's ``MCMC`` keeps the NUTS adaptation
-state (dual-averaging step size, Welford mass-matrix estimates, adaptation
-windows) in private kernel attributes with no public save/restore.
-``init="svi"`` recomputes its (seeded, deterministic) SVI starts when chains
-remain to run. A checkpoint of a run with other options, seed, model or data is
+safetensors and JSON, no pickle). ``resume=True`` loads the newest checkpoint
+(a fresh run when there is none), skips the finished chains and re-runs the
+others from their start. As the chains and the persona draws have their own
+seeds, the result is bit for bit that of an uninterrupted run (same machine and
+thread count), at the cost of redoing the chains that were running (one per
+worker). Mid-chain checkpoints are not taken: Pyro's ``MCMC`` keeps the NUTS
+adaptation state (step size, mass-matrix estimates, adaptation windows) in
+private kernel attributes with no public save/restore. ``init="svi"``
+recomputes its (seeded, deterministic) SVI starts when chains remain to run.
+A checkpoint of a run with other options, seed, model or data is
 refused (:class:`~models.errors.InputError`).
 """
 
@@ -111,7 +113,7 @@ class MCMCResult:
         ``init`` ``[c, s, K, V]`` and ``trans`` ``[c, s, K, C, V]`` when the tables are uncertain.
     discrete : dict of str to Tensor
         ``persona`` ``[chains, draws]`` (global) or ``[chains, draws, D]`` (mixture),
-        drawn by ``infer_discrete`` given each draw (empty when the persona is observed).
+        drawn given each draw (empty when the persona is observed).
     diverging : Tensor
         ``[chains, draws]`` bool, whether the NUTS trajectory of the draw diverged.
     diagnostics : dict
@@ -120,7 +122,7 @@ class MCMCResult:
         chain, ``potential``, ``init``, ``num_chains``, ``num_samples``, ``warmup_steps``,
         ``sampling_seconds`` (set-up, SVI initialisation and NUTS; wall), ``sampling_cpu_seconds``
         (the same, CPU time of this process and its chain workers) and ``discrete_seconds``
-        (``infer_discrete``); nothing else depends on ``chain_workers``.
+        (the persona draws); nothing else depends on ``chain_workers``.
     seconds : float
         Wall time of this call.
     resumed_from : int or None
@@ -262,7 +264,8 @@ def _sample(model: Callable, args: tuple, model_kwargs: dict[str, Any], opts: _O
                                                       list(sites.continuous), store.directory)
     resumed_from = None if latest is None else len(chains)
     todo = [(c, int(seeds[c])) for c in range(len(chains), opts.num_chains)]
-    task = _task(model, args, model_kwargs, opts, builder) if todo else None
+    hand = builder(*args, **model_kwargs) if opts.potential == "marginal" else None
+    task = _task(model, args, model_kwargs, opts, hand) if todo else None
     workers = chain_workers(opts.chain_workers, len(todo) or 1, torch.get_num_threads())
     for c, chain in run_chains(task, todo, workers, progress):
         chains.append(chain)
@@ -273,7 +276,7 @@ def _sample(model: Callable, args: tuple, model_kwargs: dict[str, Any], opts: _O
     sampled, cpu = time.perf_counter(), cpu_seconds() - cpu
 
     pyro.set_rng_seed(int(seeds[-1]))
-    discrete = _discrete(model, args, model_kwargs, samples, sites, progress)
+    discrete = _discrete(model, args, model_kwargs, samples, sites, hand, progress)
     end = time.perf_counter()
     diagnostics = chain_diagnostics(samples)
     diagnostics.update(
@@ -286,22 +289,25 @@ def _sample(model: Callable, args: tuple, model_kwargs: dict[str, Any], opts: _O
                       seconds=end - start, resumed_from=resumed_from)
 
 
-def _task(model: Callable, args: tuple, model_kwargs: dict[str, Any], opts: _Options, builder: Callable | None
-          ) -> ChainTask:
-    """What every chain runs: the potential (built once) and, for ``init="svi"``, the SVI starts."""
+def _task(model: Callable, args: tuple, model_kwargs: dict[str, Any], opts: _Options, hand: Any) -> ChainTask:
+    """What every chain runs: the potential (None: Pyro's) and, for ``init="svi"``, the SVI starts."""
     starts = _svi_starts(model, args, model_kwargs, opts.seed, opts.num_chains, opts.svi_steps) \
         if opts.init == "svi" else None
-    hand = builder(*args, **model_kwargs) if opts.potential == "marginal" else None
     return ChainTask(model, args, model_kwargs, hand, opts.init, starts, opts.num_samples, opts.warmup_steps,
                      opts.target_accept_prob, opts.max_tree_depth, torch.get_num_threads())
 
 
 def _discrete(model: Callable, args: tuple, model_kwargs: dict[str, Any], samples: dict[str, Tensor],
-              sites: LatentSites, progress: bool) -> dict[str, Tensor]:
-    """``infer_discrete`` draws of the discrete sites for every draw: ``[chains, draws, ...]``."""
+              sites: LatentSites, hand: Any, progress: bool) -> dict[str, Tensor]:
+    """Draws of the discrete sites given every draw: ``[chains, draws, ...]``. The hand-written
+    potential draws the persona itself (the same conditional, no model tracing); otherwise
+    ``infer_discrete``."""
     chains, draws = next(iter(samples.values())).shape[:2]
     flat = {k: v.flatten(0, 1) for k, v in samples.items()}  # [c * s, ...]
-    discrete = recover_discrete(model, args, model_kwargs, flat, sites, progress=progress)
+    if hand is not None and set(sites.discrete) == {"persona"}:
+        discrete = {"persona": hand.sample_personas(flat)}
+    else:
+        discrete = recover_discrete(model, args, model_kwargs, flat, sites, progress=progress)
     return {k: v.reshape(chains, draws, *v.shape[1:]) for k, v in discrete.items()}
 
 

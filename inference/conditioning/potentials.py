@@ -91,6 +91,22 @@ class DirichletPotential:
         """Log marginal likelihood given the log simplex points, and its gradient in each of them."""
         raise NotImplementedError
 
+    def persona_logits(self, samples: dict[str, np.ndarray]) -> np.ndarray:
+        """Unnormalised log posterior of the summed-out persona given each of ``N`` draws of the
+        latents (constrained): ``[N, D, K]`` (one persona per document) or ``[N, K]``."""
+        raise NotImplementedError
+
+    def sample_personas(self, samples: dict[str, Tensor], chunk: int = 256) -> Tensor:
+        """A draw of the summed-out persona for each draw of the latents (``[N, ...]`` each), from
+        torch's global RNG: what ``infer_discrete`` (temperature 1) draws, without tracing the model."""
+        flat = {name: _numpy(v) for name, v in samples.items()}
+        num = len(next(iter(flat.values())))
+        with np.errstate(divide="ignore"):  # a weight or table entry of exactly 0: log 0 = -inf
+            draws = [torch.distributions.Categorical(logits=torch.from_numpy(
+                self.persona_logits({k: v[lo : lo + chunk] for k, v in flat.items()}))).sample()
+                for lo in range(0, num, chunk)]
+        return torch.cat(draws)
+
     def value_and_grad(self, z: dict[str, np.ndarray]) -> tuple[float, list[np.ndarray]]:
         """``U(z)`` and its gradient in every latent (in ``concentrations`` order)."""
         log_joint, logs, saved = -self.log_norm, {}, {}
@@ -153,6 +169,17 @@ class MarginalPotential(DirichletPotential):
         V = self.exponents["init"].shape[-1]
         return {"init": d_table[:, :V], "trans": d_table[:, V:].reshape(self.exponents["trans"].shape)}
 
+    def persona_logits(self, samples: dict[str, np.ndarray]) -> np.ndarray:
+        log_w = np.log(samples["w"])[:, None, :] if "w" in samples else self.log_prior_h  # [N, 1, K] or [K]
+        if self.fixed is not None:
+            return log_w + self.fixed.loglik  # [N, D, K]
+        N, K = len(samples["init"]), self.log_prior_h.shape[0]
+        log_table = np.log(np.concatenate([samples["init"], samples["trans"].reshape(N, K, -1)], -1))  # [N, K, F]
+        if self.evidence_model == "global":
+            return self.log_prior_h + self.beta * (log_table[..., self.seen] @ self.totals)  # [N, K]
+        L = self._doc_loglik(log_table.reshape(N * K, -1)).reshape(-1, N, K).transpose(1, 0, 2)  # [N, D, K]
+        return log_w + L
+
     def evidence(self, logs: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
         if self.fixed is not None:  # known tables: a mixture over the precomputed [D, K] log-likelihoods
             value, d_log_w = self.fixed(logs["w"])
@@ -189,6 +216,9 @@ class WeightsPotential(DirichletPotential):
         joint = doc_loglik if prompt_loglik is None else prompt_loglik + doc_loglik  # [D, K]
         self.joint = MixtureTerm(_numpy(joint))
         self.prompt = None if prompt_loglik is None else MixtureTerm(_numpy(prompt_loglik))
+
+    def persona_logits(self, samples: dict[str, np.ndarray]) -> np.ndarray:
+        return np.log(samples["w"])[:, None, :] + self.joint.loglik  # [N, D, K]: log w + P_d + L_d
 
     def evidence(self, logs: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
         value, d_log_w = self.joint(logs["w"])

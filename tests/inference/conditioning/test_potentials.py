@@ -1,12 +1,15 @@
-"""The hand-marginalised NUTS potentials: values and analytic gradients equal Pyro's (autograd)."""
+"""The hand-marginalised NUTS potentials: values and analytic gradients equal Pyro's (autograd); their
+persona draws follow the conditional that Pyro's enumeration gives."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from pyro import poutine
 from pyro.distributions import Dirichlet
 from pyro.distributions.transforms import StickBreakingTransform
+from pyro.infer import TraceEnum_ELBO
 from pyro.infer.mcmc.util import initialize_model
 
 from inference.conditioning.gradients import MixtureTerm, StickBreaking, mixture_grad
@@ -100,3 +103,27 @@ def test_weights_potential_equals_the_density_it_marginalises(with_prompt):
     z = {"w": torch.randn(2, dtype=torch.float64, generator=gen)}
     (mine, g), (theirs, h) = value_and_grad(hand, z), value_and_grad(reference, z)
     assert mine == pytest.approx(theirs, rel=1e-10) and torch.allclose(g["w"], h["w"], rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "extra", [dict(), dict(beta=0.5, table_prior="anchored"), dict(evidence="global", alpha=None, table_prior="anchored")],
+    ids=["mixture", "mixture-tables-tempered", "global-tables"],
+)
+def test_persona_draws_follow_the_conditional_enumeration_gives(extra):
+    personas, _, _, args, kwargs = mixture_world(0)
+    kwargs = dict(kwargs, **extra)
+    if kwargs.get("table_prior") == "anchored":
+        kwargs["table_prior"] = anchored_table_prior(personas, 20.0)
+    hand = persona_potential(*args, **kwargs)
+    torch.manual_seed(0)
+    draw = {name: Dirichlet(conc).sample() for name, conc in hand.concentrations.items()}  # one draw of the latents
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    exact = elbo.compute_marginals(poutine.condition(persona_model, data=draw), lambda *a, **k: None, *args,
+                                   **kwargs)["persona"].probs  # [D, K] or [K]
+    logits = torch.from_numpy(hand.persona_logits({k: v[None].numpy() for k, v in draw.items()})[0])
+    assert torch.allclose(logits.softmax(-1), exact, atol=1e-10)
+    n = 4000
+    personas_drawn = hand.sample_personas({k: v.expand(n, *v.shape) for k, v in draw.items()})  # [n, D] or [n]
+    assert personas_drawn.shape == (n, *exact.shape[:-1]) and personas_drawn.dtype == torch.int64
+    freq = torch.nn.functional.one_hot(personas_drawn, exact.shape[-1]).double().mean(0)  # [D, K] or [K]
+    assert torch.all((freq - exact).abs() <= 4 * (exact * (1 - exact) / n).sqrt() + 1e-12), (freq, exact)
