@@ -137,8 +137,8 @@ def run_chains(task: ChainTask, todo: list[tuple[int, int]], workers: int, progr
     _TASK = task
     try:
         with multiprocessing.get_context("fork").Pool(min(workers, len(todo))) as pool:
-            done = pool.imap(_run_in_worker, todo)
-            for (index, _), chain in zip(todo, tqdm(done, total=len(todo), disable=not progress, desc="NUTS chains"), strict=True):
+            done = tqdm(pool.imap(_run_in_worker, todo), total=len(todo), disable=not progress, desc="NUTS chains")
+            for (index, _), chain in zip(todo, done, strict=True):  # imap keeps the order of todo
                 yield index, replace(chain, samples={k: torch.from_numpy(v) for k, v in chain.samples.items()})
     finally:
         _TASK = None

@@ -39,7 +39,13 @@ from models.personas import MarkovPersonas, TablePrior
 
 
 def _numpy(x: Tensor) -> np.ndarray:
-    return x.detach().to(torch.float64).numpy()
+    x = x.detach()
+    return (x if x.dtype == torch.float64 else x.double()).numpy()
+
+
+def _tensor(a: np.ndarray, dtype: torch.dtype) -> Tensor:
+    t = torch.from_numpy(np.asarray(a))  # shares memory: cheaper than torch.tensor
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 class _WithGradient(torch.autograd.Function):
@@ -48,8 +54,8 @@ class _WithGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, potential: DirichletPotential, *values: Tensor) -> Tensor:
         value, grads = potential.value_and_grad({name: _numpy(v) for name, v in zip(potential.sticks, values, strict=True)})
-        ctx.save_for_backward(*(torch.from_numpy(g).to(v.dtype) for g, v in zip(grads, values, strict=True)))
-        return values[0].new_tensor(value)
+        ctx.save_for_backward(*(_tensor(g, v.dtype) for g, v in zip(grads, values, strict=True)))
+        return _tensor(value, values[0].dtype)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> tuple[Tensor | None, ...]:

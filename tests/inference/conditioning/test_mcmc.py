@@ -9,6 +9,7 @@ size: ``MCSE(mean) = sd / sqrt(ESS)`` and ``MCSE(variance) = sqrt((m4 - var^2) /
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -120,6 +121,14 @@ def test_chains_in_workers_draw_what_chains_in_turn_draw(potential):
     assert torch.equal(one.discrete["persona"], two.discrete["persona"]) and torch.equal(one.diverging, two.diverging)
     assert {k: v for k, v in one.diagnostics.items() if not k.endswith("seconds")} == \
         {k: v for k, v in two.diagnostics.items() if not k.endswith("seconds")}
+
+
+def test_default_chain_workers_fit_the_cores_and_threads():
+    from inference.conditioning.chains import chain_workers
+
+    cores = len(os.sched_getaffinity(0))
+    assert chain_workers(None, 64, 1) == min(64, cores) and chain_workers(None, 64, cores) == 1
+    assert chain_workers(None, 1, 1) == 1 and chain_workers(8, 3, 1) == 3 and chain_workers(1, 4, 1) == 1
 
 
 def test_sampling_uses_one_thread_and_restores_the_callers(monkeypatch):
