@@ -15,9 +15,11 @@ draws are bit for bit those of a run without workers.
 
 Workers pay off when the cores are free: each NUTS step is a few hundred
 microseconds of single-threaded Python and tiny tensor operations, so two chains
-on two cores take about the time of one. :func:`chain_workers` picks the default:
-as many as there are chains, at most the usable cores divided by the torch threads
-each chain uses (``PSM_THREADS``, :mod:`inference.runtime`).
+on two free cores take about the time of one (on cores shared with other jobs
+they gain little). :func:`chain_workers` picks the default: as many as there are
+chains, at most the usable cores divided by the torch threads each chain uses
+(``PSM_THREADS``, :mod:`inference.runtime`), and none in a process that runs other
+Python threads (tqdm's monitor aside).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -100,11 +103,22 @@ def run_chain(task: ChainTask, index: int, seed: int, progress: bool = False) ->
 
 
 def chain_workers(requested: int | None, num_chains: int, threads: int) -> int:
-    """Processes to run chains in: ``requested``, or by default ``min(num_chains, cores // threads)``."""
+    """Processes to run chains in: ``requested`` (at most ``num_chains``), or by default
+    ``min(num_chains, cores // threads)``, and 1 in a process with other Python threads (a
+    notebook kernel, a Ray worker): forking a threaded process may deadlock its child."""
     if requested is not None:
         return min(requested, num_chains)
+    if _other_threads():
+        return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(num_chains, cores // max(threads, 1)))
+
+
+def _other_threads() -> list[threading.Thread]:
+    """The Python threads besides this one, tqdm's idle monitor left out (progress bars start it)."""
+    from tqdm._monitor import TMonitor
+
+    return [t for t in threading.enumerate() if t is not threading.current_thread() and not isinstance(t, TMonitor)]
 
 
 def cpu_seconds() -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 
 import pytest
 import torch
@@ -129,6 +130,15 @@ def test_default_chain_workers_fit_the_cores_and_threads():
     cores = len(os.sched_getaffinity(0))
     assert chain_workers(None, 64, 1) == min(64, cores) and chain_workers(None, 64, cores) == 1
     assert chain_workers(None, 1, 1) == 1 and chain_workers(8, 3, 1) == 3 and chain_workers(1, 4, 1) == 1
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert chain_workers(None, 64, 1) == 1  # another thread: forking could deadlock the workers
+        assert chain_workers(2, 64, 1) == 2  # unless asked for
+    finally:
+        stop.set()
+        other.join()
 
 
 def test_sampling_uses_one_thread_and_restores_the_callers(monkeypatch):
