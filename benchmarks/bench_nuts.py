@@ -1,49 +1,58 @@
-"""NUTS on persona weights: wall time, effective sample size, ESS per second.
+"""NUTS on persona weights, the toolkit against NumPyro: wall and CPU time, bulk ESS, ESS per second.
 
 The problem (issue 2): the mixture evidence model with known persona tables,
 K = 8 personas over V = 32 tokens (order 1), 400 documents x 50 tokens = 20,000
 evidence tokens, ``w ~ Dirichlet(1)``, 4 chains x 500 draws after 500 warmup
-steps, chains run one after another. For each potential of
-:func:`inference.mcmc.run_mcmc` (``marginal``: hand-marginalised from sufficient
-statistics; ``enumerate``: Pyro's ``TraceEnum``) it reports
+steps. Every toolkit variant (a potential of :func:`inference.conditioning.mcmc.run_mcmc`,
+``marginal`` or ``enumerate``, with chains one after another, ``chain_workers=1``,
+or in parallel processes) and, with ``--numpyro``, NumPyro's NUTS on the same
+problem (``numpyro_nuts.py``, in a throwaway venv) run in turn, ``--repeats``
+rounds, so that all of them see the same load. Reported per variant (medians):
 
-* NUTS seconds (sampling only) and total seconds (``condition()`` end to end,
-  ``infer_discrete`` recovery of the personas included),
-* bulk ESS, min over the K entries of ``w`` (ArviZ, through ``inference.diagnostics``)
-  and Pyro's ESS (the estimator the NumPyro comparison also uses),
-* ESS per NUTS second, R-hat max, divergences.
+* NUTS seconds (sampling only, wall) and CPU seconds (all processes),
+* bulk ESS, min over the K entries of ``w`` (ArviZ, the toolkit's one convention,
+  computed the same way for NumPyro's draws), ESS per wall second and per CPU second,
+* the ratio of ESS per second to NumPyro's (same potential; its chains one after another),
+* R-hat max, divergences, and (toolkit) seconds of ``infer_discrete``.
 
 Run by hand (numbers go in the README, never in tests)::
 
-    .venv/bin/python benchmarks/bench_nuts.py                     # full size
-    .venv/bin/python benchmarks/bench_nuts.py --smoke             # seconds
-    .venv/bin/python benchmarks/bench_nuts.py --potentials marginal --repeats 3 --json out.json
+    .venv/bin/python benchmarks/bench_nuts.py --numpyro                # full size, ~10 min
+    .venv/bin/python benchmarks/bench_nuts.py --smoke                  # seconds
+    .venv/bin/python benchmarks/bench_nuts.py --potentials marginal --chain-workers 1,2 --repeats 3 --json out.json
 
-``--save-problem P.npz`` also writes the problem (log-likelihood matrix, sparse
-counts, tables) for ``benchmarks/numpyro_nuts.py``.
+``--save-problem P.npz`` writes the problem for ``numpyro_nuts.py`` run on its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from inference.conditioning.condition import condition
-from inference.diagnostics import convergence
-from models.counts import count_transitions, make_evidence
-from models.mixture import simulate_corpus
-from models.personas import random_personas
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from numpyro_nuts import ensure_venv, run_numpyro  # noqa: E402
+
+from inference.conditioning.mcmc import run_mcmc  # noqa: E402
+from inference.diagnostics import rhat_ess  # noqa: E402
+from models.counts import count_transitions, make_evidence  # noqa: E402
+from models.mixture import persona_model, simulate_corpus  # noqa: E402
+from models.personas import random_personas  # noqa: E402
 
 FULL = dict(num_personas=8, vocab_size=32, order=1, num_docs=400, doc_len=50, num_chains=4, num_samples=500,
             warmup_steps=500)
 SMOKE = dict(num_personas=3, vocab_size=4, order=1, num_docs=20, doc_len=10, num_chains=2, num_samples=30,
              warmup_steps=30)
+COLUMNS = ("nuts_seconds", "cpu_seconds", "ess_bulk_min", "ess_per_second", "ess_per_cpu_second", "r_hat_max",
+           "divergences", "discrete_seconds")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,14 +61,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, value in FULL.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"default {value}")
     parser.add_argument("--potentials", default="marginal,enumerate", help="comma-separated: marginal, enumerate")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per potential (the table shows medians)")
+    parser.add_argument("--chain-workers", default="1,2", help="comma-separated chain_workers of the toolkit runs")
+    parser.add_argument("--numpyro", action="store_true", help="also run NumPyro (throwaway venv, see numpyro_nuts.py)")
+    parser.add_argument("--venv", default="/tmp/npvenv", help="NumPyro's throwaway venv")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds over all variants (the table shows medians)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these sizes)")
     parser.add_argument("--json", default=None, help="write every run's numbers here")
     parser.add_argument("--save-problem", default=None, help="write the problem for numpyro_nuts.py (.npz)")
     args = parser.parse_args(argv)
-    base = SMOKE if args.smoke else FULL
-    for name, value in base.items():
+    for name, value in (SMOKE if args.smoke else FULL).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     return args
@@ -83,56 +93,85 @@ def save_problem(path: str, personas, evidence, truth: torch.Tensor) -> None:
              truth=truth.numpy(), alpha=np.ones(personas.num_personas))
 
 
-def run_once(personas, evidence, args: argparse.Namespace, potential: str, seed: int) -> dict:
-    from pyro.ops.stats import effective_sample_size
+def run_toolkit(personas, evidence, args: argparse.Namespace, potential: str, workers: int, seed: int) -> dict:
+    """One ``run_mcmc`` call on the problem (as ``condition(model="mixture", method="mcmc")`` makes it)."""
+    counts = count_transitions(evidence, personas.vocab_size, personas.order)
+    kwargs = dict(tokens=evidence.tokens, mask=evidence.mask, counts=counts, evidence="mixture", beta=1.0,
+                  alpha=torch.ones(personas.num_personas, dtype=torch.float64))
+    result = run_mcmc(persona_model, (personas, evidence.num_docs, evidence.tokens.shape[1]), kwargs, seed=seed,
+                      num_chains=args.num_chains, num_samples=args.num_samples, warmup_steps=args.warmup_steps,
+                      potential=potential, chain_workers=workers)
+    diag = result.diagnostics
+    return numbers(result.samples["w"].numpy(), diag["sampling_seconds"], diag["sampling_cpu_seconds"],
+                   diag["divergences"], discrete_seconds=diag["discrete_seconds"])
 
-    start = time.perf_counter()
-    post = condition(personas, evidence, model="mixture", method="mcmc", seed=seed, num_chains=args.num_chains,
-                     num_samples=args.num_samples, warmup_steps=args.warmup_steps, potential=potential)
-    total = time.perf_counter() - start
-    numbers = convergence(post.to_arviz())  # ArviZ: rank-normalised R-hat, bulk ESS
-    diag = post.diagnostics
-    ess_pyro = float(effective_sample_size(post.weight_samples, chain_dim=0, sample_dim=1).min())
-    return {
-        "potential": potential, "seed": seed, "nuts_seconds": diag["sampling_seconds"],
-        "discrete_seconds": diag["discrete_seconds"], "total_seconds": total,
-        "ess_bulk_min": numbers["ess_min"], "ess_pyro_min": ess_pyro,
-        "ess_per_second": numbers["ess_min"] / diag["sampling_seconds"],
-        "r_hat_max": numbers["r_hat_max"], "divergences": numbers["divergences"],
-        "step_size": diag["step_size"], "weights": [float(x) for x in post.weights],
-    }
+
+def numbers(w: np.ndarray, seconds: float, cpu: float, divergences: int, **extra) -> dict:
+    """The reported numbers of one run from its ``[chains, draws, K]`` draws and timings."""
+    found = rhat_ess({"w": w})
+    return {"nuts_seconds": seconds, "cpu_seconds": cpu, "ess_bulk_min": found["ess_min"],
+            "ess_per_second": found["ess_min"] / seconds, "ess_per_cpu_second": found["ess_min"] / cpu,
+            "r_hat_max": found["r_hat_max"], "divergences": divergences, "weights": w.mean((0, 1)).tolist(), **extra}
+
+
+def variants(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """``(name, engine, setting)`` of every run in a round: toolkit potentials x workers, then NumPyro's."""
+    out = [(f"toolkit {p} workers={w}", p, w) for p in args.potentials.split(",")
+           for w in args.chain_workers.split(",")]
+    if args.numpyro:
+        out += [(f"numpyro {p}", p, "sequential") for p in args.potentials.split(",")]
+    return out
+
+
+def table(runs: list[dict]) -> str:
+    """Medians per variant, with the ESS/s ratio to NumPyro's sequential run of the same potential."""
+    names = list(dict.fromkeys(run["variant"] for run in runs))
+    med = {n: {k: statistics.median(r[k] for r in runs if r["variant"] == n) for k in COLUMNS
+               if all(k in r for r in runs if r["variant"] == n)} for n in names}
+    header = f"{'variant':<32} {'NUTS s':>7} {'CPU s':>7} {'ESS':>6} {'ESS/s':>7} {'ESS/CPU-s':>9} " \
+             f"{'vs NumPyro':>10} {'R-hat':>6} {'div':>4} {'discrete s':>10}"
+    lines = [header, "-" * len(header)]
+    for n in names:
+        m = med[n]
+        ref = med.get(f"numpyro {n.split()[1]}")
+        ratio = f"{m['ess_per_second'] / ref['ess_per_second']:.2f}x" if ref else "-"
+        discrete = f"{m['discrete_seconds']:.1f}" if "discrete_seconds" in m else "-"
+        lines.append(f"{n:<32} {m['nuts_seconds']:>7.1f} {m['cpu_seconds']:>7.1f} {m['ess_bulk_min']:>6.0f} "
+                     f"{m['ess_per_second']:>7.1f} {m['ess_per_cpu_second']:>9.1f} {ratio:>10} "
+                     f"{m['r_hat_max']:>6.3f} {m['divergences']:>4.0f} {discrete:>10}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
     personas, truth, evidence = make_problem(args)
     if args.save_problem:
         save_problem(args.save_problem, personas, evidence, truth)
     print(f"NUTS on persona weights: K={args.num_personas} V={args.vocab_size} order={args.order} "
-          f"D={args.num_docs} x T={args.doc_len} ({evidence.num_tokens} evidence tokens), "
-          f"{args.num_chains} chains x {args.num_samples} draws after {args.warmup_steps} warmup, "
-          f"torch threads={args.threads}", flush=True)
+          f"D={args.num_docs} x T={args.doc_len} ({evidence.num_tokens} evidence tokens), {args.num_chains} chains "
+          f"x {args.num_samples} draws after {args.warmup_steps} warmup; load {os.getloadavg()[0]:.1f}", flush=True)
+    python = ensure_venv(Path(args.venv)) if args.numpyro else None
     runs = []
-    for potential in args.potentials.split(","):
+    with tempfile.TemporaryDirectory() as tmp:
+        problem = str(Path(tmp) / "problem.npz")
+        save_problem(problem, personas, evidence, truth)
         for r in range(args.repeats):
-            runs.append(run_once(personas, evidence, args, potential.strip(), args.seed + r))
-            print(f"  {potential} run {r}: {runs[-1]['nuts_seconds']:.1f} s NUTS, "
-                  f"bulk ESS {runs[-1]['ess_bulk_min']:.0f}", flush=True)
-    header = f"{'potential':<10} {'NUTS s':>8} {'total s':>8} {'ESS bulk':>9} {'ESS pyro':>9} {'ESS/s':>8} " \
-             f"{'R-hat':>7} {'div':>4}"
-    print("\n" + header + "\n" + "-" * len(header))
-    for potential in dict.fromkeys(run["potential"] for run in runs):
-        mine = [run for run in runs if run["potential"] == potential]
-        med = {key: statistics.median(run[key] for run in mine)
-               for key in ("nuts_seconds", "total_seconds", "ess_bulk_min", "ess_pyro_min", "ess_per_second",
-                           "r_hat_max", "divergences")}
-        print(f"{potential:<10} {med['nuts_seconds']:>8.1f} {med['total_seconds']:>8.1f} {med['ess_bulk_min']:>9.0f} "
-              f"{med['ess_pyro_min']:>9.0f} {med['ess_per_second']:>8.1f} {med['r_hat_max']:>7.4f} "
-              f"{med['divergences']:>4.0f}")
-    print(f"\ntrue w:            {np.round(truth.numpy(), 3).tolist()}")
-    for run in runs[:: args.repeats]:
-        print(f"E[w | D] {run['potential']:<9} {np.round(run['weights'], 3).tolist()}")
+            for name, potential, setting in variants(args):
+                start = time.perf_counter()
+                if name.startswith("toolkit"):
+                    run = run_toolkit(personas, evidence, args, potential, int(setting), args.seed + r)
+                else:
+                    got = run_numpyro(python, problem, potential, args.num_chains, args.num_samples,
+                                      args.warmup_steps, args.seed + r)
+                    run = numbers(got["w"], got["seconds"], got["cpu_seconds"], got["divergences"],
+                                  versions=got["versions"])
+                runs.append({"variant": name, "round": r, "load": os.getloadavg()[0], **run})
+                print(f"  round {r} {name}: {run['nuts_seconds']:.1f} s NUTS, bulk ESS {run['ess_bulk_min']:.0f} "
+                      f"({time.perf_counter() - start:.0f} s in all, load {runs[-1]['load']:.1f})", flush=True)
+    print("\n" + table(runs))
+    print(f"\ntrue w: {np.round(truth.numpy(), 3).tolist()}")
+    for run in runs[: len(variants(args))]:
+        print(f"E[w | D] {run['variant']:<32} {np.round(run['weights'], 3).tolist()}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"args": vars(args), "runs": runs}, handle, indent=1)

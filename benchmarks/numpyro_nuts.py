@@ -1,12 +1,13 @@
-"""The NUTS benchmark of ``bench_nuts.py`` in NumPyro, for the ESS-per-second ratio.
+"""NumPyro's NUTS on the problem of ``bench_nuts.py``, for the ESS-per-second comparison.
 
-The toolkit does not depend on NumPyro: this script makes a throwaway virtual
-environment (default ``/tmp/npvenv``; never the project's ``.venv``), installs
-``numpyro jax funsor`` there, and runs itself inside it as a worker that reads
-the problem from an ``.npz`` and imports only NumPy, JAX and NumPyro.
+The toolkit does not depend on NumPyro: :func:`ensure_venv` makes a throwaway
+virtual environment (default ``/tmp/npvenv``; never the project's ``.venv``),
+installs ``numpyro jax funsor`` there from the package registry, and
+:func:`run_numpyro` runs this file inside it as a worker that reads the problem
+from an ``.npz`` and imports only NumPy, JAX and NumPyro. ``bench_nuts.py
+--numpyro`` calls it between its own runs, so both are measured under the same load.
 
-Two NumPyro models, mirroring the two Pyro potentials (float64, one CPU thread,
-4 chains one after another):
+Two NumPyro models, mirroring the two Pyro potentials (float64, one CPU thread):
 
 ``marginal``   ``w ~ Dirichlet(alpha)``; ``factor(sum_d logsumexp_k(log w_k + L[d, k]))``
                with ``L`` the precomputed ``[D, K]`` log-likelihoods.
@@ -14,12 +15,14 @@ Two NumPyro models, mirroring the two Pyro potentials (float64, one CPU thread,
                by NumPyro (funsor); ``L`` recomputed from the sparse counts and log
                tables at every gradient, as Pyro's enumerated model does.
 
-Usage (after ``bench_nuts.py --save-problem P.npz --json pyro.json``)::
+Chains run one after another (``chain_method="sequential"``). The worker times
+a second run of the same ``MCMC`` object, after JIT compilation, in wall and CPU
+seconds, and writes the draws; the caller computes the ESS (ArviZ bulk ESS, the
+toolkit's convention).
 
-    .venv/bin/python benchmarks/numpyro_nuts.py --problem P.npz --pyro-json pyro.json
+Standalone (after ``bench_nuts.py --save-problem P.npz``)::
 
-ESS uses the same (non-rank-normalised) estimator on both sides:
-``pyro.ops.stats.effective_sample_size`` (NumPyro's is the same formula).
+    .venv/bin/python benchmarks/numpyro_nuts.py --problem P.npz
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 PACKAGES = ["numpyro", "jax", "funsor"]
+#: one CPU thread for XLA, as the toolkit samples with one torch thread
+ENV = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1", "JAX_PLATFORMS": "cpu"}
 
 
 def ensure_venv(venv: Path) -> Path:
@@ -44,6 +50,23 @@ def ensure_venv(venv: Path) -> Path:
     if probe.returncode:
         subprocess.run([str(python), "-m", "pip", "install", "-q", *PACKAGES], check=True)
     return python
+
+
+def run_numpyro(python: Path, problem: str, potential: str, chains: int, samples: int, warmup: int,
+                seed: int) -> dict:
+    """One NumPyro run in the throwaway venv: ``w`` ``[chains, draws, K]`` and its timings."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "draws.npz"
+        subprocess.run([str(python), __file__, "--worker", potential, "--problem", problem,
+                        "--out", str(out), "--num-chains", str(chains), "--num-samples", str(samples),
+                        "--warmup-steps", str(warmup), "--seed", str(seed)],
+                       check=True, env=dict(os.environ, **ENV))
+        result = dict(np.load(out))
+    return {"w": result["w"], "seconds_first": float(result["seconds_first"]), "seconds": float(result["seconds"]),
+            "cpu_seconds": float(result["cpu_seconds"]), "divergences": int(result["divergences"]),
+            "versions": json.loads(str(result["versions"]))}
 
 
 # ------------------------------------------------------------------ worker (runs inside the venv)
@@ -79,30 +102,27 @@ def worker(problem: str, out: str, potential: str, chains: int, samples: int, wa
             z = numpyro.sample("persona", dist.Categorical(w), infer={"enumerate": "parallel"})  # [D] or [K, 1]
             numpyro.factor("tokens", L[z, jnp.arange(num_docs)])
 
-    model = marginal if potential == "marginal" else enumerated
-    kernel = NUTS(model, target_accept_prob=0.8)  # enumerated sites are found and summed out by NumPyro
-    timings, draws = [], None
-    for attempt in range(2):  # the first run includes JIT compilation
-        mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains,
-                    chain_method="sequential", progress_bar=False)
-        start = time.perf_counter()
+    kernel = NUTS(marginal if potential == "marginal" else enumerated, target_accept_prob=0.8)
+    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains, chain_method="sequential",
+                progress_bar=False)
+    timings = []
+    for attempt in range(2):  # the first run includes JIT compilation; the second reuses it
+        start, cpu = time.perf_counter(), time.process_time()
         mcmc.run(jax.random.PRNGKey(seed + attempt))
         w = mcmc.get_samples(group_by_chain=True)["w"]
         w.block_until_ready()
-        timings.append(time.perf_counter() - start)
-        draws = np.asarray(w)
-        divergences = int(np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"]).sum())
-    np.savez(out, w=draws, seconds_first=timings[0], seconds=timings[1], divergences=divergences,
-             versions=json.dumps({"numpyro": numpyro.__version__, "jax": jax.__version__}))
+        timings.append((time.perf_counter() - start, time.process_time() - cpu))
+    divergences = int(np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"]).sum())
+    np.savez(out, w=np.asarray(w), seconds_first=timings[0][0], seconds=timings[1][0], cpu_seconds=timings[1][1],
+             divergences=divergences, versions=json.dumps({"numpyro": numpyro.__version__, "jax": jax.__version__}))
 
 
-# ------------------------------------------------------------------ driver (runs in the project's venv)
+# ------------------------------------------------------------------ standalone driver (project venv)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problem", required=True, help="the .npz written by bench_nuts.py --save-problem")
-    parser.add_argument("--pyro-json", default=None, help="bench_nuts.py --json output, for the ratio")
     parser.add_argument("--venv", default="/tmp/npvenv")
     parser.add_argument("--potentials", default="marginal,enumerate")
     parser.add_argument("--num-chains", type=int, default=4)
@@ -116,32 +136,18 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.problem, args.out, args.worker, args.num_chains, args.num_samples, args.warmup_steps, args.seed)
         return 0
 
-    import numpy as np
-    import torch
-    from pyro.ops.stats import effective_sample_size
+    from inference.diagnostics import rhat_ess
 
     python = ensure_venv(Path(args.venv))
-    env = dict(os.environ, XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-               JAX_PLATFORMS="cpu")
-    pyro_runs = json.load(open(args.pyro_json))["runs"] if args.pyro_json else []
-    print(f"NumPyro NUTS, {args.num_chains} chains x {args.num_samples} draws after {args.warmup_steps} warmup, "
-          f"1 CPU thread, float64")
-    header = f"{'potential':<10} {'first s':>8} {'NUTS s':>8} {'ESS':>7} {'ESS/s':>8} {'div':>4}  pyro ESS/s  ratio"
-    print(header + "\n" + "-" * len(header))
+    print(f"NumPyro NUTS (chains in turn), {args.num_chains} chains x {args.num_samples} draws after "
+          f"{args.warmup_steps} warmup, 1 CPU thread, float64")
     for potential in args.potentials.split(","):
-        out = Path(args.problem).with_suffix(f".numpyro-{potential}.npz")
-        subprocess.run([str(python), __file__, "--worker", potential, "--problem", args.problem, "--out", str(out),
-                        "--num-chains", str(args.num_chains), "--num-samples", str(args.num_samples),
-                        "--warmup-steps", str(args.warmup_steps), "--seed", str(args.seed)], check=True, env=env)
-        result = np.load(out)
-        ess = float(effective_sample_size(torch.as_tensor(result["w"]), chain_dim=0, sample_dim=1).min())
-        rate = ess / float(result["seconds"])
-        mine = [r["ess_pyro_min"] / r["nuts_seconds"] for r in pyro_runs if r["potential"] == potential]
-        pyro_rate = float(np.median(mine)) if mine else float("nan")
-        print(f"{potential:<10} {float(result['seconds_first']):>8.1f} {float(result['seconds']):>8.1f} {ess:>7.0f} "
-              f"{rate:>8.1f} {int(result['divergences']):>4}  {pyro_rate:>10.1f}  {rate / pyro_rate:>5.2f}x")
-        print(f"  E[w | D] {np.round(result['w'].mean((0, 1)), 3).tolist()}  ({result['versions']})")
-    print("ratio = NumPyro ESS/s over Pyro ESS/s (NUTS seconds of the second NumPyro run, after compilation)")
+        run = run_numpyro(python, args.problem, potential, args.num_chains, args.num_samples,
+                          args.warmup_steps, args.seed)
+        ess = rhat_ess({"w": run["w"]})["ess_min"]
+        print(f"{potential:<10} compile+run {run['seconds_first']:.1f} s, run {run['seconds']:.1f} s "
+              f"({run['cpu_seconds']:.1f} CPU s), bulk ESS {ess:.0f}, {ess / run['seconds']:.1f} ESS/s, "
+              f"{run['divergences']} divergences ({run['versions']})")
     return 0
 
 

@@ -17,7 +17,7 @@ The likelihood of each completion under each persona is the matrix
 ``doc_loglik [D, K] = log p(y_d | c_d, h)``: from persona tables through
 :mod:`models.counts` (``R_true``), or from component next-token log-probs with
 :func:`doc_loglik_from_logprobs` (the tagged base LM, ``R_self``). ``w`` is
-sampled with NUTS by :func:`inference.mcmc.run_mcmc`, chains one after another,
+sampled with NUTS by :func:`inference.conditioning.mcmc.run_mcmc`,
 on the hand-written potential :func:`attribution_potential` (the density of the
 model with the personas summed out, a test checks it); the InferenceData (posterior
 ``w``, marginal per-completion log-likelihood, posterior predictive check,
@@ -234,22 +234,16 @@ attribution_model.marginal_potential = attribution_potential
 
 def _run_nuts(doc_loglik: Tensor, alpha: Tensor, marginalise: bool, prompt_loglik: Tensor | None,
               num_chains: int, num_samples: int, warmup: int, seed: int, progress: bool):
-    """NUTS through :func:`inference.mcmc.run_mcmc` (chains one after another, prior-draw starts).
+    """NUTS through :func:`inference.conditioning.mcmc.run_mcmc` (prior-draw starts).
 
-    The gradients are of a ``[D, K]`` matrix: latency-bound, so intra-op threads are
-    set to 1 while sampling (on 2 cores shared with other jobs, 2 threads made NUTS
-    up to 10x slower) and restored after.
+    The gradients are of a ``[D, K]`` matrix: latency-bound, so ``run_mcmc`` samples with
+    one torch thread (``PSM_THREADS`` overrides) and restores the caller's setting
+    (:func:`inference.runtime.torch_threads`).
     """
     from inference.conditioning.mcmc import run_mcmc
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return run_mcmc(attribution_model, (doc_loglik, alpha, marginalise, prompt_loglik), {}, seed=seed,
-                        progress=progress,
-                        num_chains=num_chains, num_samples=num_samples, warmup_steps=warmup)
-    finally:
-        torch.set_num_threads(threads)
+    return run_mcmc(attribution_model, (doc_loglik, alpha, marginalise, prompt_loglik), {}, seed=seed,
+                    progress=progress, num_chains=num_chains, num_samples=num_samples, warmup_steps=warmup)
 
 
 def _check_inputs(doc_loglik: Tensor, alpha: float | Tensor) -> tuple[Tensor, Tensor]:

@@ -14,52 +14,46 @@ summed out. Two potentials, the same density (a test checks they agree):
     site through ``TraceEnum``. Works for any enumerable model, e.g. one
     wrapped in ``poutine.condition``.
 ``marginal``
-    By hand, from sufficient statistics (DESIGN.md §6): the per-document,
-    per-persona log-likelihoods ``L [K, D]`` come from one sparse count pass
-    (and are precomputed once when the tables are known), and the persona
-    is summed out with one ``logsumexp``; the latents live on Pyro's own
-    stick-breaking scale, computed in log space (:mod:`inference.conditioning.potentials`),
+    By hand (:mod:`inference.conditioning.potentials`): the persona summed out
+    from sufficient statistics (DESIGN.md §6), value and analytic gradient
+    computed together in NumPy, the latents on Pyro's own stick-breaking scale,
     so from one seed both potentials draw the same chain up to rounding. For
     :func:`models.mixture.persona_model` and any model that offers one
-    (:func:`marginal_potential_of`; the attribution model does); about 5x the
+    (:func:`marginal_potential_of`; the attribution model does); about 10x the
     ESS per second of ``enumerate`` on the benchmark (``benchmarks/bench_nuts.py``).
 ``auto`` (default) takes ``marginal`` when the model has one and ``enumerate``
 otherwise.
 
-Chains run one after another, each a separate ``MCMC`` run seeded from
-``numpy.random.SeedSequence(seed)`` (on 2 shared cores sequential chains beat
-Pyro's multiprocessing, DESIGN.md §6). ``MCMC.get_samples`` leaves out the
-enumerated persona, so every draw is completed by ``infer_discrete``
-(temperature 1, ``poutine.condition`` inside it).
+Chains (:mod:`inference.conditioning.chains`): chain ``c`` is one ``MCMC`` run
+seeded by word ``c`` of ``numpy.random.SeedSequence(seed)``; the chains run
+``chain_workers`` at a time in forked processes (default: one per chain, up to
+the usable cores) or one after another, with the same draws either way, under
+:func:`inference.runtime.torch_threads` (one torch thread unless ``PSM_THREADS``
+says otherwise). ``MCMC.get_samples`` leaves out the summed-out persona, so
+every draw is completed by a draw of the persona given it (temperature 1),
+seeded by word ``num_chains``: by the hand-written potential itself
+(``marginal``; no model tracing) or by ``infer_discrete``.
 
 Initialisation (``init=``): ``prior`` (a prior draw per chain), ``uniform``
-(Pyro's ``init_to_uniform``: uniform in ``(-2, 2)`` on the unconstrained
-scale), ``svi`` (a draw per chain from a Dirichlet-guide SVI fit of
-``svi_steps`` steps; spreads the chains over the posterior, the remedy for
-multimodal learned personas).
+(uniform in ``(-2, 2)`` on the unconstrained scale), ``svi`` (a draw per chain
+from a Dirichlet-guide SVI fit of ``svi_steps`` steps; the remedy for multimodal
+learned personas). Diagnostics: ArviZ's rank-normalised split R-hat and bulk
+ESS over every entry of every continuous latent (:func:`inference.diagnostics.rhat_ess`).
 
-Diagnostics use Pyro's ``split_gelman_rubin`` and ``effective_sample_size``
-over every entry of every continuous latent (the max R-hat and the min ESS).
-
-Long runs: checkpoints are taken at *chain* granularity. With
-``checkpoint_dir`` and ``checkpoint_every=N``, after every ``N``-th finished
-chain and after the last one, the draws, divergences, acceptance rate and step
-size of every finished chain and the torch, Python and NumPy RNG states are
-saved through :mod:`inference.storage.checkpoints` (``mcmc-<chains done>/``;
+Long runs: with ``checkpoint_dir`` and ``checkpoint_every=N``, after every
+``N``-th finished chain (in chain order) and after the last one, every finished
+chain is saved (:mod:`inference.storage.checkpoints`, ``mcmc-<chains done>/``;
 safetensors and JSON, no pickle). ``resume=True`` loads the newest checkpoint
 (a fresh run when there is none), skips the finished chains and re-runs the
-interrupted chain from its start. Each chain reseeds the global RNGs from its
-own ``SeedSequence`` word before it starts, so a chain's draws do not depend
-on whether earlier chains ran in this process, and the RNG states restored
-from the checkpoint are those an uninterrupted run has before the discrete
-recovery: the result is bit for bit that of an uninterrupted run (same machine
-and thread count), at the cost of redoing at most one chain. Mid-chain
-checkpoints are not taken: Pyro's ``MCMC`` keeps the NUTS adaptation state
-(dual-averaging step size, Welford mass-matrix estimates, adaptation windows)
-in private kernel attributes with no public save/restore. ``init="svi"``
+others from their start. As the chains and the persona draws have their own
+seeds, the result is bit for bit that of an uninterrupted run (same machine and
+thread count), at the cost of redoing the chains that were running (one per
+worker). Mid-chain checkpoints are not taken: Pyro's ``MCMC`` keeps the NUTS
+adaptation state (step size, mass-matrix estimates, adaptation windows) in
+private kernel attributes with no public save/restore. ``init="svi"``
 recomputes its (seeded, deterministic) SVI starts when chains remain to run.
-A checkpoint of a run with other options, seed, model or data is refused
-(:class:`~models.errors.InputError`).
+A checkpoint of a run with other options, seed, model or data is
+refused (:class:`~models.errors.InputError`).
 """
 
 from __future__ import annotations
@@ -67,19 +61,25 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pyro
 import torch
-from pyro.infer.autoguide import init_to_sample, init_to_uniform, init_to_value
-from pyro.infer.mcmc import MCMC, NUTS
-from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 from torch import Tensor
 
+from inference.conditioning.chains import (
+    ChainTask,
+    chain_workers,
+    chains_state,
+    cpu_seconds,
+    diverging_flags,
+    restore_chains,
+    run_chains,
+)
 from inference.conditioning.latents import (
-    MAX_PLATE_NESTING,
+    LatentSites,
     check_int,
     check_positive,
     check_unknown_options,
@@ -88,8 +88,9 @@ from inference.conditioning.latents import (
 )
 from inference.conditioning.potentials import persona_potential
 from inference.conditioning.svi import run_svi
-from inference.storage.checkpoints import open_checkpoints
-from inference.storage.encoding import fingerprint, rng_state, set_rng_state
+from inference.runtime import torch_threads
+from inference.storage.checkpoints import Checkpoints, open_checkpoints
+from inference.storage.encoding import fingerprint
 from models.errors import InputError
 from models.mixture import persona_model
 
@@ -97,6 +98,8 @@ INITS = ("prior", "uniform", "svi")
 POTENTIALS = ("auto", "enumerate", "marginal")
 #: draws per chain that split R-hat and ESS need
 MIN_DRAWS = 4
+#: in every checkpoint's fingerprint: 2 = NumPy potentials with analytic gradients, seeded discrete recovery
+SAMPLER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -110,15 +113,16 @@ class MCMCResult:
         ``init`` ``[c, s, K, V]`` and ``trans`` ``[c, s, K, C, V]`` when the tables are uncertain.
     discrete : dict of str to Tensor
         ``persona`` ``[chains, draws]`` (global) or ``[chains, draws, D]`` (mixture),
-        drawn by ``infer_discrete`` given each draw (empty when the persona is observed).
+        drawn given each draw (empty when the persona is observed).
     diverging : Tensor
         ``[chains, draws]`` bool, whether the NUTS trajectory of the draw diverged.
     diagnostics : dict
         JSON-ready: ``r_hat_max``, ``ess_min`` (over every latent entry), ``divergences``
         (total), ``r_hat`` and ``ess`` per site, ``acceptance_rate`` and ``step_size`` per
         chain, ``potential``, ``init``, ``num_chains``, ``num_samples``, ``warmup_steps``,
-        ``sampling_seconds`` (set-up, SVI initialisation and NUTS) and ``discrete_seconds``
-        (``infer_discrete``).
+        ``sampling_seconds`` (set-up, SVI initialisation and NUTS; wall), ``sampling_cpu_seconds``
+        (the same, CPU time of this process and its chain workers) and ``discrete_seconds``
+        (the persona draws); nothing else depends on ``chain_workers``.
     seconds : float
         Wall time of this call.
     resumed_from : int or None
@@ -131,6 +135,22 @@ class MCMCResult:
     diagnostics: dict[str, Any]
     seconds: float
     resumed_from: int | None = None
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The checked options of one :func:`run_mcmc` call (all but ``chain_workers`` shape the draws)."""
+
+    seed: int
+    num_chains: int
+    num_samples: int
+    warmup_steps: int
+    init: str
+    target_accept_prob: float
+    max_tree_depth: int
+    potential: str
+    svi_steps: int
+    chain_workers: int | None
 
 
 def run_mcmc(
@@ -148,6 +168,7 @@ def run_mcmc(
     max_tree_depth: int = 10,
     potential: str = "auto",
     svi_steps: int = 500,
+    chain_workers: int | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
@@ -155,37 +176,30 @@ def run_mcmc(
 ) -> MCMCResult:
     """Sample the continuous latents of ``model(*args, **model_kwargs)`` with NUTS.
 
+    Sampling runs with one torch thread (``PSM_THREADS`` overrides) and restores the
+    caller's thread count, also after an error (:func:`inference.runtime.torch_threads`).
+
     Parameters
     ----------
-    model : callable
-        A Pyro model, e.g. :func:`models.mixture.persona_model` (possibly wrapped in
-        ``poutine.condition``); discrete latents must be enumerable.
-    args, model_kwargs : tuple, dict
-        Its arguments.
-    seed : int
-        Seed; chain ``c`` runs from the ``c``-th state of ``SeedSequence(seed)``.
-    progress : bool
-        Show Pyro's progress bars.
+    model, args, model_kwargs : callable, tuple, dict
+        A Pyro model with enumerable discrete latents, e.g. :func:`models.mixture.persona_model`
+        (possibly wrapped in ``poutine.condition``), and its arguments.
+    seed, progress : int, bool
+        Seed (chain ``c`` runs from word ``c`` of ``SeedSequence(seed)``); progress bars.
     num_chains, num_samples, warmup_steps : int
         Chains, kept draws per chain, and adaptation steps per chain.
-    init : {"prior", "uniform", "svi"}
-        Initial point of each chain (module docstring).
-    target_accept_prob : float
-        NUTS step-size adaptation target, in ``(0, 1)``.
-    max_tree_depth : int
-        Largest NUTS tree depth.
-    potential : {"auto", "enumerate", "marginal"}
-        Which potential (module docstring).
+    init, potential : str
+        ``prior``/``uniform``/``svi`` starts; ``auto``/``enumerate``/``marginal`` (module docstring).
+    target_accept_prob, max_tree_depth : float, int
+        NUTS step-size adaptation target, in ``(0, 1)``; largest tree depth.
     svi_steps : int
         SVI steps of ``init="svi"``.
-    checkpoint_dir : path, optional
-        Folder of the checkpoints (``mcmc-<chains done>/``; the newest two are kept).
-    checkpoint_every : int, optional
-        Save a checkpoint every this many finished *chains* (and after the last);
-        chains are the unit, see the module docstring.
-    resume : bool
-        Continue from the newest checkpoint in ``checkpoint_dir``: finished chains
-        are loaded, the interrupted one re-runs from its start.
+    chain_workers : int, optional
+        Processes running chains at once (1: one after another, in this process); by default
+        one per chain, up to the usable cores over ``PSM_THREADS``. The draws do not depend on it.
+    checkpoint_dir, checkpoint_every, resume : path, int, bool
+        Checkpoint folder (``mcmc-<chains done>/``, the newest two kept), every how many finished
+        *chains* to save, and whether to continue from the newest (module docstring).
 
     Returns
     -------
@@ -194,102 +208,107 @@ def run_mcmc(
     Raises
     ------
     InputError
-        For an unknown option or a bad value, or a checkpoint that is damaged or
-        from a different run.
+        An unknown option, a bad value (``PSM_THREADS`` too), or a checkpoint that is
+        damaged or from a different run.
     """
     check_unknown_options("MCMC", unknown, run_mcmc)
-    num_chains = check_int("num_chains", num_chains, 1)
-    num_samples = check_int("num_samples", num_samples, 1)
-    warmup_steps = check_int("warmup_steps", warmup_steps, 0)
-    max_tree_depth = check_int("max_tree_depth", max_tree_depth, 1)
-    svi_steps = check_int("svi_steps", svi_steps, 1)
-    target_accept_prob = check_positive("target_accept_prob", target_accept_prob)
-    if target_accept_prob >= 1:
-        raise InputError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}")
-    if init not in INITS:
-        raise InputError(f"unknown MCMC init {init!r}; choose one of {', '.join(INITS)}")
+    builder = marginal_potential_of(model)
+    opts = _checked_options(
+        model_kwargs, builder, seed=seed, num_chains=num_chains, num_samples=num_samples,
+        warmup_steps=warmup_steps, init=init, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
+        potential=potential, svi_steps=svi_steps, chain_workers=chain_workers)
+
+    def run() -> dict[str, Any]:  # the fingerprint a checkpoint must carry (hashes the data: only when used)
+        fields = {k: v for k, v in asdict(opts).items() if k != "chain_workers"}
+        return {"engine": "mcmc", "sampler": SAMPLER_VERSION, **fields,
+                "svi_steps": opts.svi_steps if opts.init == "svi" else None,
+                "model": fingerprint(model), "data": fingerprint(args, model_kwargs)}
+
+    with torch_threads():
+        store = open_checkpoints(checkpoint_dir, checkpoint_every, resume, kind="mcmc", run=run)
+        return _sample(model, args, model_kwargs, opts, builder, store, resume, progress)
+
+
+def _checked_options(model_kwargs: dict[str, Any], builder: Callable | None, **raw: Any) -> _Options:
+    """The options of :func:`run_mcmc`, checked, with ``potential="auto"`` resolved."""
+    ints = {name: check_int(name, raw[name], low) for name, low in
+            (("num_chains", 1), ("num_samples", 1), ("warmup_steps", 0), ("max_tree_depth", 1), ("svi_steps", 1))}
+    if raw["chain_workers"] is not None:
+        check_int("chain_workers", raw["chain_workers"], 1)
+    target = check_positive("target_accept_prob", raw["target_accept_prob"])
+    if target >= 1:
+        raise InputError(f"target_accept_prob must lie in (0, 1), got {target}")
+    if raw["init"] not in INITS:
+        raise InputError(f"unknown MCMC init {raw['init']!r}; choose one of {', '.join(INITS)}")
+    potential = raw["potential"]
     if potential not in POTENTIALS:
         raise InputError(f"unknown MCMC potential {potential!r}; choose one of {', '.join(POTENTIALS)}")
     if model_kwargs.get("subsample_size"):
         raise InputError("NUTS needs every document: subsample_size is an SVI option")
-    builder = marginal_potential_of(model)
     if potential == "auto":
         potential = "marginal" if builder is not None else "enumerate"
     if potential == "marginal" and builder is None:
         raise InputError("potential 'marginal' needs a hand-written potential (models.mixture.persona_model and "
                          "inference.attribution.attribution_model have one); use 'enumerate'")
+    return _Options(**{**raw, **ints, "target_accept_prob": target, "potential": potential})
 
-    def run() -> dict[str, Any]:  # the fingerprint a checkpoint must carry (hashes the data: only when used)
-        return {
-            "engine": "mcmc", "seed": seed, "num_chains": num_chains, "num_samples": num_samples,
-            "warmup_steps": warmup_steps, "init": init, "target_accept_prob": target_accept_prob,
-            "max_tree_depth": max_tree_depth, "potential": potential, "svi_steps": svi_steps if init == "svi" else None,
-            "model": fingerprint(model), "data": fingerprint(args, model_kwargs),
-        }
 
-    store = open_checkpoints(checkpoint_dir, checkpoint_every, resume, kind="mcmc", run=run)
-
-    start = time.perf_counter()
+def _sample(model: Callable, args: tuple, model_kwargs: dict[str, Any], opts: _Options, builder: Callable | None,
+            store: Checkpoints | None, resume: bool, progress: bool) -> MCMCResult:
+    """Run (or resume) the chains, recover the discrete sites, and diagnose: the body of :func:`run_mcmc`."""
+    start, cpu = time.perf_counter(), cpu_seconds()
     sites = latent_sites(model, args, model_kwargs)
-    chains: list[dict[str, Tensor]] = []
-    diverging = torch.zeros(num_chains, num_samples, dtype=torch.bool)
-    accept: list[float] = []
-    step_size: list[float] = []
-    resumed_from = None
+    seeds = np.random.SeedSequence(opts.seed).generate_state(opts.num_chains + 1)  # chains, then discrete
     latest = store.latest() if store is not None and resume else None
-    if latest is not None:
-        resumed_from, state = latest
-        chains, accept, step_size = _restore_chains(state, diverging, list(sites.continuous), store.directory)
-        if len(chains) != resumed_from:
-            raise InputError(f"{store.directory}: damaged MCMC checkpoint ({len(chains)} chains at {resumed_from})")
-    hand = builder(*args, **model_kwargs) if potential == "marginal" else None
-    todo = len(chains) < num_chains
-    starts = _svi_starts(model, args, model_kwargs, seed, num_chains, svi_steps) if init == "svi" and todo else None
-    if latest is not None:
-        set_rng_state(state["rng"], store.directory)  # what an uninterrupted run holds after the last saved chain
+    chains = [] if latest is None else restore_chains(latest[1], opts.num_chains, opts.num_samples,
+                                                      list(sites.continuous), store.directory)
+    resumed_from = None if latest is None else len(chains)
+    todo = [(c, int(seeds[c])) for c in range(len(chains), opts.num_chains)]
+    hand = builder(*args, **model_kwargs) if opts.potential == "marginal" else None
+    task = _task(model, args, model_kwargs, opts, hand) if todo else None
+    workers = chain_workers(opts.chain_workers, len(todo) or 1, torch.get_num_threads())
+    for c, chain in run_chains(task, todo, workers, progress):
+        chains.append(chain)
+        if store is not None and (store.due(c + 1) or c + 1 == opts.num_chains):
+            store.save(c + 1, chains_state(chains, opts.num_samples))
+    samples = {name: torch.stack([chain.samples[name] for chain in chains]) for name in sites.continuous}  # [c, s, ...]
+    diverging = diverging_flags(chains, opts.num_samples)
+    sampled, cpu = time.perf_counter(), cpu_seconds() - cpu
 
-    for c, chain_seed in enumerate(np.random.SeedSequence(seed).generate_state(num_chains)):
-        if c < len(chains):
-            continue  # finished before the checkpoint
-        pyro.set_rng_seed(int(chain_seed))
-        start_value = None if starts is None else {k: v[c] for k, v in starts.items()}
-        options = dict(target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth)
-        if hand is None:
-            if init == "svi":
-                strategy = init_to_value(values=start_value)
-            else:
-                strategy = init_to_sample if init == "prior" else init_to_uniform
-            kernel = NUTS(model, max_plate_nesting=MAX_PLATE_NESTING, init_strategy=strategy, **options)
-            mcmc = MCMC(kernel, num_samples, warmup_steps, disable_progbar=not progress)
-            mcmc.run(*args, **model_kwargs)
-        else:
-            kernel = NUTS(potential_fn=hand, **options)
-            mcmc = MCMC(kernel, num_samples, warmup_steps, initial_params=hand.initial_params(init, start_value),
-                        transforms=hand.transforms, disable_progbar=not progress)
-            mcmc.run()
-        chains.append({k: v.detach() for k, v in mcmc.get_samples().items()})
-        info = mcmc._diagnostics[0]  # the kernel's own numbers; MCMC.diagnostics() adds an R-hat needing 4+ draws
-        diverging[c, torch.as_tensor(info["divergences"], dtype=torch.long)] = True
-        accept.append(float(info["acceptance rate"]))
-        step_size.append(float(kernel.step_size))
-        if store is not None and (store.due(c + 1) or c + 1 == num_chains):
-            store.save(c + 1, {"chains": chains, "diverging": diverging[: c + 1], "acceptance_rate": accept,
-                               "step_size": step_size, "rng": rng_state()})
-    samples = {name: torch.stack([chain[name] for chain in chains]) for name in sites.continuous}  # [c, s, ...]
-    sampled = time.perf_counter()
-
-    flat = {k: v.flatten(0, 1) for k, v in samples.items()}  # [c * s, ...]
-    discrete = recover_discrete(model, args, model_kwargs, flat, sites, progress=progress)
-    discrete = {k: v.reshape(num_chains, num_samples, *v.shape[1:]) for k, v in discrete.items()}
+    pyro.set_rng_seed(int(seeds[-1]))
+    discrete = _discrete(model, args, model_kwargs, samples, sites, hand, progress)
     end = time.perf_counter()
     diagnostics = chain_diagnostics(samples)
     diagnostics.update(
-        divergences=int(diverging.sum()), acceptance_rate=accept, step_size=step_size, potential=potential,
-        init=init, num_chains=num_chains, num_samples=num_samples, warmup_steps=warmup_steps,
-        sampling_seconds=sampled - start, discrete_seconds=end - sampled,
+        divergences=int(diverging.sum()), acceptance_rate=[chain.acceptance_rate for chain in chains],
+        step_size=[chain.step_size for chain in chains], potential=opts.potential, init=opts.init,
+        num_chains=opts.num_chains, num_samples=opts.num_samples, warmup_steps=opts.warmup_steps,
+        sampling_seconds=sampled - start, sampling_cpu_seconds=cpu, discrete_seconds=end - sampled,
     )
     return MCMCResult(samples=samples, discrete=discrete, diverging=diverging, diagnostics=diagnostics,
                       seconds=end - start, resumed_from=resumed_from)
+
+
+def _task(model: Callable, args: tuple, model_kwargs: dict[str, Any], opts: _Options, hand: Any) -> ChainTask:
+    """What every chain runs: the potential (None: Pyro's) and, for ``init="svi"``, the SVI starts."""
+    starts = _svi_starts(model, args, model_kwargs, opts.seed, opts.num_chains, opts.svi_steps) \
+        if opts.init == "svi" else None
+    return ChainTask(model, args, model_kwargs, hand, opts.init, starts, opts.num_samples, opts.warmup_steps,
+                     opts.target_accept_prob, opts.max_tree_depth, torch.get_num_threads())
+
+
+def _discrete(model: Callable, args: tuple, model_kwargs: dict[str, Any], samples: dict[str, Tensor],
+              sites: LatentSites, hand: Any, progress: bool) -> dict[str, Tensor]:
+    """Draws of the discrete sites given every draw: ``[chains, draws, ...]``. The hand-written
+    potential draws the persona itself (the same conditional, no model tracing); otherwise
+    ``infer_discrete``."""
+    chains, draws = next(iter(samples.values())).shape[:2]
+    flat = {k: v.flatten(0, 1) for k, v in samples.items()}  # [c * s, ...]
+    if hand is not None and set(sites.discrete) == {"persona"}:
+        discrete = {"persona": hand.sample_personas(flat)}
+    else:
+        discrete = recover_discrete(model, args, model_kwargs, flat, sites, progress=progress)
+    return {k: v.reshape(chains, draws, *v.shape[1:]) for k, v in discrete.items()}
 
 
 def marginal_potential_of(model: Callable) -> Callable | None:
@@ -305,54 +324,21 @@ def marginal_potential_of(model: Callable) -> Callable | None:
     return getattr(model, "marginal_potential", None)
 
 
-def _restore_chains(state: dict[str, Any], diverging: Tensor, names: list[str], where: os.PathLike
-                    ) -> tuple[list[dict[str, Tensor]], list[float], list[float]]:
-    """The finished chains of a checkpoint (their draws, acceptance rates, step sizes); fills ``diverging``."""
-    num_chains, num_samples = diverging.shape
-    try:
-        chains, accept, step_size = state["chains"], state["acceptance_rate"], state["step_size"]
-        done = len(chains)
-        flags = state["diverging"]
-        ok = (1 <= done <= num_chains and len(accept) == len(step_size) == done
-              and flags.shape == (done, num_samples) and flags.dtype == torch.bool
-              and all(set(chain) == set(names) and all(v.shape[:1] == (num_samples,) for v in chain.values())
-                      for chain in chains))
-        if ok:
-            diverging[:done] = flags
-            return chains, [float(a) for a in accept], [float(h) for h in step_size]
-    except (KeyError, TypeError, AttributeError, ValueError):
-        pass
-    raise InputError(f"{where}: damaged MCMC checkpoint (its chains do not match {num_chains} chains of "
-                     f"{num_samples} draws of {', '.join(names)})")
-
-
 def chain_diagnostics(samples: dict[str, Tensor]) -> dict[str, Any]:
-    """Split R-hat and ESS (Pyro's estimators) of ``[chains, draws, ...]`` samples.
+    """Rank-normalised split R-hat and bulk ESS (ArviZ, :func:`inference.diagnostics.rhat_ess`) of
+    ``[chains, draws, ...]`` samples.
 
     Returns
     -------
     dict
         ``r_hat_max`` and ``ess_min`` over every entry of every site, and the
         per-site ``r_hat`` (max) and ``ess`` (min). NaN with fewer than ``MIN_DRAWS``
-        draws per chain; NaN entries (e.g. a constant coordinate) are skipped.
+        draws per chain (or one chain, for R-hat); NaN entries (e.g. a constant
+        coordinate) are skipped.
     """
-    r_hat, ess = {}, {}
-    for name, x in samples.items():
-        x = x.reshape(*x.shape[:2], -1).double()  # [c, s, n]
-        if x.shape[1] < MIN_DRAWS:
-            r_hat[name] = ess[name] = float("nan")
-            continue
-        r_hat[name] = _nan_reduce(split_gelman_rubin(x, chain_dim=0, sample_dim=1), max)
-        ess[name] = _nan_reduce(effective_sample_size(x, chain_dim=0, sample_dim=1), min)
-    values = [v for v in r_hat.values() if v == v]
-    sizes = [v for v in ess.values() if v == v]
-    return {"r_hat_max": max(values) if values else float("nan"), "ess_min": min(sizes) if sizes else float("nan"),
-            "r_hat": r_hat, "ess": ess}
+    from inference.diagnostics import rhat_ess  # ArviZ loads on first use, not with the package
 
-
-def _nan_reduce(x: Tensor, reduce: Callable) -> float:
-    x = x[~torch.isnan(x)]
-    return float(reduce(x)) if x.numel() else float("nan")
+    return rhat_ess({name: x.detach().double().numpy() for name, x in samples.items()})
 
 
 def _svi_starts(model: Callable, args: tuple, model_kwargs: dict, seed: int, num_chains: int, steps: int

@@ -1,5 +1,5 @@
-"""NUTS engine: agreement with exact and closed-form posteriors, the hand-marginalised potential,
-diagnostics, options.
+"""NUTS engine: agreement with exact and closed-form posteriors, both potentials, chains in workers,
+torch threads, diagnostics (ArviZ's), options. The potentials themselves: ``test_potentials.py``.
 
 Tolerances are Monte Carlo standard errors from the chains' own effective sample
 size: ``MCSE(mean) = sd / sqrt(ESS)`` and ``MCSE(variance) = sqrt((m4 - var^2) / ESS)``
@@ -9,19 +9,18 @@ size: ``MCSE(mean) = sd / sqrt(ESS)`` and ``MCSE(variance) = sqrt((m4 - var^2) /
 from __future__ import annotations
 
 import math
+import os
+import threading
 
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer.mcmc.util import initialize_model
 
 from inference.conditioning.condition import condition
 from inference.conditioning.mcmc import MCMCResult, chain_diagnostics, run_mcmc
-from inference.conditioning.potentials import persona_potential
 from inference.diagnostics import convergence
 from models.errors import InputError
 from models.mixture import persona_model
-from models.personas import anchored_table_prior
 from tests.inference.conditioning.worlds import D, K, global_world, mixture_world
 
 
@@ -69,25 +68,6 @@ def test_global_model_with_uncertain_tables_matches_exact():
     assert post.persona_samples.shape == (2, 200) and post.table_samples.shape == (2, 200, 3, 6)
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [dict(), dict(beta=0.5, table_prior="anchored"), dict(evidence="global", alpha=None, table_prior="anchored")],
-    ids=["mixture", "mixture-tables-tempered", "global-tables"],
-)
-def test_hand_marginalised_potential_equals_pyros(extra):
-    personas, _, _, args, kwargs = mixture_world(0)
-    kwargs = dict(kwargs, **extra)
-    if kwargs.get("table_prior") == "anchored":
-        kwargs["table_prior"] = anchored_table_prior(personas, 20.0)
-    hand = persona_potential(*args, **kwargs)
-    params, pyro_potential, transforms, _ = initialize_model(persona_model, args, kwargs, max_plate_nesting=1)
-    assert set(hand.transforms) == set(transforms) == set(params)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(3):
-        z = {k: torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()}
-        assert hand(z).item() == pytest.approx(pyro_potential(z).item(), rel=1e-10)
-
-
 def test_both_potentials_draw_the_same_chain():
     _, _, _, args, kwargs = mixture_world(1)
     a, b = (run_mcmc(persona_model, args, kwargs, seed=4, num_chains=1, num_samples=20, warmup_steps=20,
@@ -107,18 +87,95 @@ def test_svi_initialisation_and_uniform_start():
         assert torch.all((w.mean((0, 1)) - exact).abs() <= 4 * mcse(w, result.diagnostics["ess_min"]))
 
 
-def test_diagnostics_and_divergences():
-    samples = {"x": torch.randn(4, 100, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)}
+def test_diagnostics_are_arviz_rank_normalised_rhat_and_bulk_ess():
+    import arviz as az  # only here: the toolkit reaches ArviZ through inference.diagnostics
+
+    gen = torch.Generator().manual_seed(0)
+    samples = {"x": torch.randn(4, 100, 2, generator=gen, dtype=torch.float64),
+               "y": torch.rand(4, 100, generator=gen, dtype=torch.float64) + torch.arange(4.0)[:, None]}  # stuck
     diag = chain_diagnostics(samples)
-    assert diag["r_hat_max"] < 1.05 and 200 < diag["ess_min"] <= 800
-    stuck = {"x": samples["x"] + torch.arange(4.0, dtype=torch.float64)[:, None, None]}  # chains disagree
-    assert chain_diagnostics(stuck)["r_hat_max"] > 1.5
-    # a long tree on a tiny depth budget still runs and records per-draw divergences
+    for name, x in samples.items():
+        data = az.convert_to_dataset({name: x.numpy()})
+        assert diag["r_hat"][name] == pytest.approx(float(az.rhat(data)[name].max()), rel=1e-12)
+        assert diag["ess"][name] == pytest.approx(float(az.ess(data, method="bulk")[name].min()), rel=1e-12)
+    assert diag["r_hat_max"] == diag["r_hat"]["y"] > 1.5 and diag["ess_min"] == diag["ess"]["y"]
+    assert diag["r_hat"]["x"] < 1.05 and 200 < diag["ess"]["x"] <= 800
+    assert math.isnan(chain_diagnostics({"x": samples["x"][:2, :3]})["ess_min"])  # too few draws
+
+
+def test_divergences_are_recorded_per_draw():
     _, _, _, args, kwargs = mixture_world(0)
     result = run_mcmc(persona_model, args, kwargs, num_chains=2, num_samples=30, warmup_steps=10, max_tree_depth=2)
     assert isinstance(result, MCMCResult)
     assert result.diverging.shape == (2, 30) and result.diverging.dtype == torch.bool
     assert result.diagnostics["divergences"] == int(result.diverging.sum())
+
+
+@pytest.mark.parametrize("potential", ["marginal", "enumerate"])
+def test_chains_in_workers_draw_what_chains_in_turn_draw(potential):
+    _, _, _, args, kwargs = mixture_world(1)
+    runs = [run_mcmc(persona_model, args, kwargs, seed=3, num_chains=3, num_samples=15, warmup_steps=15,
+                     potential=potential, chain_workers=workers) for workers in (1, 2)]
+    one, two = runs
+    for name in one.samples:
+        assert torch.equal(one.samples[name], two.samples[name])
+    assert torch.equal(one.discrete["persona"], two.discrete["persona"]) and torch.equal(one.diverging, two.diverging)
+    assert {k: v for k, v in one.diagnostics.items() if not k.endswith("seconds")} == \
+        {k: v for k, v in two.diagnostics.items() if not k.endswith("seconds")}
+
+
+def test_default_chain_workers_fit_the_cores_and_threads():
+    from inference.conditioning.chains import chain_workers
+
+    cores = len(os.sched_getaffinity(0))
+    assert chain_workers(None, 64, 1) == min(64, cores) and chain_workers(None, 64, cores) == 1
+    assert chain_workers(None, 1, 1) == 1 and chain_workers(8, 3, 1) == 3 and chain_workers(1, 4, 1) == 1
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert chain_workers(None, 64, 1) == 1  # another thread: forking could deadlock the workers
+        assert chain_workers(2, 64, 1) == 2  # unless asked for
+    finally:
+        stop.set()
+        other.join()
+
+
+def test_sampling_uses_one_thread_and_restores_the_callers(monkeypatch):
+    from inference.conditioning import chains
+
+    _, _, _, args, kwargs = mixture_world(0)
+    seen, original = [], chains.run_chain
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return original(*a, **k)
+
+    def broken(*a, **k):
+        seen.append(torch.get_num_threads())
+        raise RuntimeError("chain failed")
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.delenv("PSM_THREADS", raising=False)
+        monkeypatch.setattr(chains, "run_chain", spy)
+        run_mcmc(persona_model, args, kwargs, num_chains=1, num_samples=5, warmup_steps=5)
+        assert seen == [1] and torch.get_num_threads() == 2
+        monkeypatch.setenv("PSM_THREADS", "2")
+        torch.set_num_threads(1)
+        run_mcmc(persona_model, args, kwargs, num_chains=1, num_samples=5, warmup_steps=5)
+        assert seen == [1, 2] and torch.get_num_threads() == 1
+        monkeypatch.setattr(chains, "run_chain", broken)
+        with pytest.raises(RuntimeError, match="chain failed"):
+            run_mcmc(persona_model, args, kwargs, num_chains=1, num_samples=5, warmup_steps=5)
+        assert seen == [1, 2, 2] and torch.get_num_threads() == 1  # restored after the error too
+        monkeypatch.setenv("PSM_THREADS", "many")
+        with pytest.raises(InputError, match="PSM_THREADS.*'many'") as info:
+            run_mcmc(persona_model, args, kwargs, num_chains=1, num_samples=5, warmup_steps=5)
+        assert "\n" not in str(info.value) and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_through_condition_with_arviz():
@@ -144,6 +201,7 @@ def test_through_condition_with_arviz():
         (dict(target_accept_prob=1.0), ["target_accept_prob"]),
         (dict(init="median"), ["median", "prior", "svi", "uniform"]),
         (dict(potential="jit"), ["jit", "enumerate", "marginal"]),
+        (dict(chain_workers=0), ["chain_workers"]),
     ],
 )
 def test_bad_options_raise_input_error(options, words):
