@@ -14,8 +14,8 @@ so their numbers are paired. For an arm, :func:`run_cipher_arm` measures
   ``E_self`` with bootstrap intervals and ``beta*`` (:func:`~inference.experiment.snapshots.compare_snapshots`
   on the world's held-out contexts), and the description length (prequential, same method);
 * the **rule probe** (:mod:`inference.comparison.rule_probe`) on the test documents in the evidence
-  cipher and in plain text, for the base, the fine-tuned model (largest set, best snapshot) and the
-  exactly conditioned model (largest set).
+  cipher and in plain text, for the base, the fine-tuned model (every evidence size's chosen
+  snapshot; the largest is the headline) and the exactly conditioned model (largest set).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def run_cipher_arm(world: CipherWorld, base: Base, reachable: World, arm: str, d
     docs = {name: encipher(x, sigma) for name, x in documents.items()}
     writer_nll = nll(persona_logprobs(world.writer(cipher), docs["test"])[0], docs["test"])
     target = writer_nll + world.config.evidence.target_gap
-    tuned, ft_curve = _finetune_curve(world, base.model, docs, seed, progress)
+    tuned, ft_curve = _finetune_curve(world, base.model, docs, documents["test"], seed, progress)
     exact_curve, conditioned_test = _exact_curve(reachable, docs, world.writer_index(cipher))
     out: dict[str, Any] = {
         "arm": arm, "writer_joint_index": world.writer_index(cipher),
@@ -105,11 +105,13 @@ def run_cipher_arm(world: CipherWorld, base: Base, reachable: World, arm: str, d
     return out
 
 
-def _finetune_curve(world: CipherWorld, model: PersonaLM, docs: dict[str, Tensor], seed: int, progress: bool):
-    """Fine-tune on every nested evidence set; ``(largest run, {"tokens", "nll", "step"})``."""
+def _finetune_curve(world: CipherWorld, model: PersonaLM, docs: dict[str, Tensor], plain_test: Tensor, seed: int,
+                    progress: bool):
+    """Fine-tune on every nested evidence set: ``(largest run, {"tokens", "nll", "step", "skill_cipher",
+    "skill_plain"})``, the rule probe of each size's chosen snapshot included."""
     c, T = world.config, world.config.world.doc_len
     f = c.finetune
-    curve: dict[str, list] = {"tokens": [], "nll": [], "step": []}
+    curve: dict[str, list] = {"tokens": [], "nll": [], "step": [], "skill_cipher": [], "skill_plain": []}
     tuned = None
     for n in c.evidence.sizes:
         evidence = make_evidence(docs["evidence"][:n].numpy())
@@ -122,6 +124,10 @@ def _finetune_curve(world: CipherWorld, model: PersonaLM, docs: dict[str, Tensor
         curve["tokens"].append(n * T)
         curve["nll"].append(nll(next_token_logprobs(tuned.snapshots[step], docs["test"]), docs["test"]))
         curve["step"].append(step)
+        chosen = tuned.snapshots[step]
+        probe = _probe(world, plain_test, {"model": lambda x, m=chosen: next_token_logprobs(m, x)})["model"]
+        curve["skill_cipher"].append(probe["cipher"])
+        curve["skill_plain"].append(probe["plain"])
     return tuned, curve
 
 

@@ -114,26 +114,40 @@ def _not_reached(ax, summary: dict[str, Any], pos: dict[float, float]) -> None:
 
 
 def nll_curves(summary: dict[str, Any]) -> Figure:
-    """Held-out NLL against evidence tokens, cipher arm, mean over seeds: one panel per ``f``."""
+    """Cipher arm, one column per ``f``: held-out NLL (top) and the rule skill (bottom) against evidence tokens,
+    means over seeds with the range as a band."""
     shares = sorted({c["share"] for c in summary["cells"]})
-    fig = Figure(figsize=(4.2 * len(shares), 3.8))
-    axes = np.atleast_1d(fig.subplots(1, len(shares), sharey=True))
-    for ax, f in zip(axes, shares, strict=True):
+    fig = Figure(figsize=(4.2 * len(shares), 7.2))
+    axes = np.asarray(fig.subplots(2, len(shares), sharey="row", squeeze=False))
+    for column, f in enumerate(shares):
         cells = [c for c in summary["cells"] if c["share"] == f and c["arm"] == "cipher"]
+        ax = axes[0, column]
         for key, colour, label in (("finetune_curve", "tab:red", "fine-tuning"),
                                    ("exact_curve", "black", "exact conditioning")):
-            tokens = cells[0][key]["tokens"]
-            values = np.array([c[key]["nll"] for c in cells])  # [seeds, sizes]
-            ax.plot(tokens, values.mean(0), "-o", color=colour, markersize=3, label=f"{label} (mean)")
-            ax.fill_between(tokens, values.min(0), values.max(0), color=colour, alpha=0.15,
-                            label=f"{label} (range over seeds)")
-        target = np.mean([c["target_nll"] for c in cells])
-        ax.axhline(target, color="tab:green", linestyle=":", label="target NLL")
+            _band(ax, cells[0][key]["tokens"], [c[key]["nll"] for c in cells], colour, label)
+        ax.axhline(np.mean([c["target_nll"] for c in cells]), color="tab:green", linestyle=":", label="target NLL")
         ax.axhline(np.mean([c["base_test_nll"] for c in cells]), color="tab:gray", linestyle="--", label="base")
         ax.set_xscale("log")
-        ax.set(title=f"f = {share_label(f)}", xlabel="evidence tokens", ylabel="held-out NLL (nats/token)")
+        ax.set(title=f"f = {share_label(f)}", xlabel="evidence tokens", ylabel="held-out NLL in cipher (nats/token)")
         ax.legend(fontsize=6.5)
-    fig.suptitle("Held-out NLL on the evidence persona's enciphered text")
+        ax = axes[1, column]
+        tokens = cells[0]["finetune_curve"]["tokens"]
+        _band(ax, tokens, [c["finetune_curve"]["skill_cipher"] for c in cells], "tab:red", "fine-tuned, in cipher")
+        _band(ax, tokens, [c["finetune_curve"]["skill_plain"] for c in cells], "tab:blue", "fine-tuned, in plain text")
+        ax.axhline(np.mean([c["probe"]["base"]["cipher"] for c in cells]), color="tab:gray", linestyle=":",
+                   label="base, in cipher")
+        ax.axhline(np.mean([c["probe"]["conditioned"]["cipher"] for c in cells]), color="black", linestyle="--",
+                   label="exact conditioning, in cipher (largest set)")
+        ax.set_xscale("log")
+        ax.set(xlabel="evidence tokens (in cipher)", ylabel="rule skill (1: as the persona)")
+        ax.legend(fontsize=6.5)
+    fig.suptitle("The evidence persona's enciphered text: held-out NLL and the rule probe against evidence size")
     fig.tight_layout()
     return fig
 
+
+def _band(ax, x: list[float], rows: list[list[float]], colour: str, label: str) -> None:
+    values = np.asarray(rows, dtype=np.float64)  # [seeds, sizes]
+    ax.plot(x, values.mean(0), "-o", color=colour, markersize=3, label=f"{label} (mean)")
+    if values.shape[0] > 1:
+        ax.fill_between(x, values.min(0), values.max(0), color=colour, alpha=0.15, label=f"{label} (range over seeds)")

@@ -51,14 +51,19 @@ def run_ciphers(config: CiphersExperiment, progress: bool = True) -> dict[str, A
     cells, seconds = [], []
     grid = [(seed, share) for seed in config.seeds for share in config.ciphers.shares]
     for seed, share in tqdm(grid, desc="ciphers (seed, f)", disable=not progress):
-        begun = time.perf_counter()
+        clock = [(time.perf_counter(), time.process_time())]
         documents = evidence_documents(world, seed)
         model = pretrain_cipher_base(world, share, seed, progress=False)
         base, reachable = measure_cipher_base(model, world, share)
+        clock.append((time.perf_counter(), time.process_time()))
         for arm in ARMS:
             result = run_cipher_arm(world, base, reachable, arm, documents, seed, progress=False)
             cells.append({"share": share, "seed": seed, **result, "base": base.summary})
-        seconds.append(time.perf_counter() - begun)
+            clock.append((time.perf_counter(), time.process_time()))
+        stages = ("pretrain", *ARMS)
+        seconds.append({"share": share, "seed": seed,
+                        **{stage: clock[i + 1][0] - clock[i][0] for i, stage in enumerate(stages)},
+                        **{f"{stage}_cpu": clock[i + 1][1] - clock[i][1] for i, stage in enumerate(stages)}})
     return {
         "kind": "ciphers",
         "config": config.to_dict(),
@@ -66,7 +71,7 @@ def run_ciphers(config: CiphersExperiment, progress: bool = True) -> dict[str, A
         "cells": cells,
         "table": aggregate(cells),
         "timing": {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
-                   "seconds_per_cell": seconds},
+                   "per_cell": seconds},
     }
 
 

@@ -6,12 +6,12 @@ Example (every key optional; the defaults are the shipped ``configs/ciphers.toml
     seed = 0
     num_seeds = 3                 # seeds seed, seed + 1, ...: each its own corpus, base and evidence
     [world]                       # rule personas (models.rules) and the pre-training corpus
-    num_personas = 4
-    vocab_size = 16
+    num_personas = 3
+    vocab_size = 12
     lag = 3                       # the rule reads the token 3 back ...
     rule_prob = 0.5               # ... and writes g(x_{t-3}) half of the time
     [ciphers]
-    names = ["random1", "atbash"] # the ciphers of the world (models.ciphers names)
+    names = ["random1"]           # the ciphers of the world (models.ciphers names; several allowed)
     evidence = "random1"          # the one the evidence is written in
     shares = [0, 0.001, 0.01, 0.1]  # f: share of pre-training documents enciphered
     [evidence]
@@ -41,8 +41,8 @@ KIND = "ciphers"
 class RuleWorldConfig:
     """Rule personas (:func:`models.rules.rule_personas`), the corpus and the held-out contexts."""
 
-    num_personas: int = 4
-    vocab_size: int = 16
+    num_personas: int = 3
+    vocab_size: int = 12
     lag: int = 3
     rule_prob: float = 0.5
     rule_shift: int = 1
@@ -57,7 +57,7 @@ class RuleWorldConfig:
 class CipherSection:
     """The ciphers of the world and the sweep over their share of the corpus."""
 
-    names: tuple[str, ...] = ("random1", "atbash")
+    names: tuple[str, ...] = ("random1",)
     evidence: str = "random1"
     shares: tuple[float, ...] = (0.0, 0.001, 0.01, 0.1)
 
@@ -69,7 +69,7 @@ class CipherBaseConfig:
     n_layer: int = 2
     n_head: int = 4
     n_embd: int = 48
-    steps: int = 600
+    steps: int = 1500
     batch_size: int = 64
     lr: float = 6e-3
     p_tag: float = 0.5
@@ -82,7 +82,7 @@ class CipherEvidenceConfig:
     persona: int = 0
     sizes: tuple[int, ...] = (4, 16, 64, 256)  # documents
     test_docs: int = 64  # and as many validation documents (they choose the snapshot)
-    target_gap: float = 0.15  # target NLL = the writer's own NLL on the test documents + this
+    target_gap: float = 0.3  # target NLL = the writer's own NLL on the test documents + this
 
 
 @dataclass(frozen=True)

@@ -215,8 +215,8 @@ def smoke(config: ElicitationExperiment) -> ElicitationExperiment:
     r = dataclasses.replace
     return r(config, num_seeds=2,
              world=r(config.world, heldout_contexts=8),
-             evidence=r(config.evidence, num_docs=16, validation_docs=4, test_docs=4),
-             finetune=r(config.finetune, ks=(10, 1000), k_lrs=(0.1,), full_lrs=(1e-3,), steps=3, snapshots=(3,),
+             evidence=r(config.evidence, num_docs=32, validation_docs=8, test_docs=16),
+             finetune=r(config.finetune, ks=(10, 1000), k_lrs=(0.1,), full_lrs=(3e-3,), steps=4, snapshots=(2, 4),
                         prequential_blocks=2, prequential_steps=2),
              fit=r(config.fit, num_samples=20, warmup_steps=20, num_chains=2),
              compare=r(config.compare, bootstrap=10))

@@ -173,7 +173,8 @@ def findings(summary: dict[str, Any]) -> list[str]:
         out.append(
             f"- `{kind}`: k50 = {fit['k50']:.3g} [{fit['k50_interval'][0]:.3g}, {fit['k50_interval'][1]:.3g}]; "
             + (f"up to 100 parameters recover at most {best_small:.2f} of the gain; " if best_small is not None else "")
-            + (f"the first k whose mean share reaches 0.95 is {k95:,}; " if k95 else "no k reaches 0.95 on average; ")
+            + (f"the first k whose mean share reaches 0.95 is {k95:,}; " if k95 and k95 < summary["num_parameters"]
+               else "no k below all parameters reaches 0.95 on average; ")
             + f"exact conditioning recovers {result['conditioned_share']:.2f}; description length "
             f"{result['description_length_nats']:.0f} nats.")
     kinds = summary["kinds"]
