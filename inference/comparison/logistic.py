@@ -88,7 +88,7 @@ class LogisticPotential:
         """Prior medians on the unconstrained scale, each moved by ``U(-1, 1)``."""
         jitter = 2 * torch.rand(3, generator=generator, dtype=torch.float64) - 1
         start = torch.tensor([self.center, math.log(2.0), math.log(SIGMA_SCALE)], dtype=torch.float64) + jitter
-        return dict(zip(SITES, start.unbind()))
+        return dict(zip(SITES, start.unbind(), strict=True))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-
 #: arm -> (colour, label)
 ARM_STYLE = {"cipher": ("tab:red", "evidence in cipher"), "plain": ("tab:blue", "plain control")}
 

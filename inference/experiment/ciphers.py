@@ -34,7 +34,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from inference.experiment.cipher_arm import ARMS, evidence_documents, run_cipher_arm
-from inference.experiment.cipher_world import make_cipher_world, measure_cipher_base, pretrain_cipher_base
+from inference.experiment.cipher_world import (
+    make_cipher_world,
+    measure_cipher_base,
+    pretrain_cipher_base,
+)
 from inference.experiment.ciphers_config import CiphersExperiment, ciphers_from_dict
 from inference.runtime import single_thread
 

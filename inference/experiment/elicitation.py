@@ -38,7 +38,11 @@ from inference.comparison.decomposition import decomposition_interval, fit
 from inference.comparison.logistic import fit_logistic
 from inference.comparison.tilt import Tilt
 from inference.conditioning.condition import condition
-from inference.experiment.elicitation_config import EVIDENCE_KINDS, ElicitationExperiment, elicitation_from_dict
+from inference.experiment.elicitation_config import (
+    EVIDENCE_KINDS,
+    ElicitationExperiment,
+    elicitation_from_dict,
+)
 from inference.experiment.snapshots import REACHABLE
 from inference.experiment.world import Base, World, child_seed, load_base, make_world, measure_base
 from inference.finetuning.prequential import prequential_code_length

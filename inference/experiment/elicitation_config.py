@@ -204,7 +204,8 @@ def num_parameters(config: ElicitationExperiment) -> int:
     import torch
 
     from inference.experiment.world import model_config
-    from models.transformer import PersonaLM, num_parameters as count
+    from models.transformer import PersonaLM
+    from models.transformer import num_parameters as count
 
     with torch.device("meta"):
         return count(PersonaLM(model_config(config.experiment())))

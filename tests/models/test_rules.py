@@ -8,7 +8,14 @@ import torch
 from models.ciphers import cipher_permutation, encipher, encipher_personas
 from models.errors import InputError
 from models.mixture import simulate_corpus
-from models.rules import bigram_probs, conjugate_rule, periodic_documents, rule_map, rule_personas, rule_targets
+from models.rules import (
+    bigram_probs,
+    conjugate_rule,
+    periodic_documents,
+    rule_map,
+    rule_personas,
+    rule_targets,
+)
 
 
 @pytest.mark.parametrize("lag", [1, 2, 3])
