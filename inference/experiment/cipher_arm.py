@@ -7,9 +7,10 @@ so their numbers are paired. For an arm, :func:`run_cipher_arm` measures
 * **data efficiency**: fine-tuning on nested evidence sets (``[evidence] sizes`` documents; the
   snapshot with the best validation NLL is kept) and exact conditioning (``beta = 1``, the
   supported joint personas) on nested prefixes of the same evidence (1, 2, 4, ... tokens); the
-  held-out NLL on the test documents of each, and the evidence tokens each needs to reach the
-  target ``writer's own NLL + [evidence] target_gap`` (interpolated in log tokens between the two
-  sizes around the crossing; None when the largest set does not reach it);
+  held-out NLL on the test documents of each (both curves start at 0 tokens: the base, and the
+  prior with in-context updating), and the evidence tokens each needs to reach the target
+  ``writer's own NLL + [evidence] target_gap`` (:func:`tokens_to_target`; 0 when no evidence is
+  needed, None when the largest set does not reach it);
 * on the model fine-tuned on the largest set (its last snapshot, as ``psm run``): ``E_true``,
   ``E_self`` with bootstrap intervals and ``beta*`` (:func:`~inference.experiment.snapshots.compare_snapshots`
   on the world's held-out contexts), and the description length (prequential, same method);
@@ -51,15 +52,17 @@ def nll(logp: Tensor, tokens: Tensor) -> float:
 
 
 def tokens_to_target(tokens: list[float], nlls: list[float], target: float) -> float | None:
-    """Evidence tokens at which a decreasing NLL curve first reaches ``target``, interpolated in log tokens.
+    """Evidence tokens at which a decreasing NLL curve first reaches ``target``.
 
-    Returns ``tokens[0]`` when the first point already reaches it (an upper bound) and None when no
-    point does.
+    ``tokens[0]`` when the first point already reaches it (0 for a curve that starts without
+    evidence); between two positive sizes the crossing is interpolated in log tokens; right after
+    a first point of 0 tokens the size that reaches it is returned (an upper bound); None when no
+    point reaches it.
     """
     for i, value in enumerate(nlls):
         if value <= target:
-            if i == 0:
-                return float(tokens[0])
+            if i == 0 or tokens[i - 1] <= 0:
+                return float(tokens[i])
             x0, x1, y0, y1 = math.log(tokens[i - 1]), math.log(tokens[i]), nlls[i - 1], value
             return float(math.exp(x0 + (x1 - x0) * (y0 - target) / (y0 - y1)))
     return None
@@ -83,12 +86,17 @@ def run_cipher_arm(world: CipherWorld, base: Base, reachable: World, arm: str, d
     docs = {name: encipher(x, sigma) for name, x in documents.items()}
     writer_nll = nll(persona_logprobs(world.writer(cipher), docs["test"])[0], docs["test"])
     target = writer_nll + world.config.evidence.target_gap
-    tuned, ft_curve = _finetune_curve(world, base.model, docs, documents["test"], seed, progress)
+    base_nll = nll(next_token_logprobs(base.model, docs["test"]), docs["test"])
+    base_probe = _probe(world, documents["test"], {"base": lambda x: next_token_logprobs(base.model, x)})["base"]
+    tuned, curve = _finetune_curve(world, base.model, docs, documents["test"], seed, progress)
+    ft_curve = {"tokens": [0, *curve["tokens"]], "nll": [base_nll, *curve["nll"]], "step": [0, *curve["step"]],
+                "skill_cipher": [base_probe["cipher"], *curve["skill_cipher"]],
+                "skill_plain": [base_probe["plain"], *curve["skill_plain"]]}  # 0 tokens: the base
     exact_curve, conditioned_test = _exact_curve(reachable, docs, world.writer_index(cipher))
     out: dict[str, Any] = {
         "arm": arm, "writer_joint_index": world.writer_index(cipher),
         "in_support": bool(world.writer_index(cipher) < reachable.personas.num_personas),
-        "base_test_nll": nll(next_token_logprobs(base.model, docs["test"]), docs["test"]),
+        "base_test_nll": base_nll,
         "writer_nll": writer_nll, "target_nll": target,
         "finetune_curve": ft_curve, "exact_curve": exact_curve,
         "tokens_to_target_finetune": tokens_to_target(ft_curve["tokens"], ft_curve["nll"], target),
@@ -96,12 +104,11 @@ def run_cipher_arm(world: CipherWorld, base: Base, reachable: World, arm: str, d
     }
     out |= _measure_largest(world, base, reachable, tuned, make_evidence(docs["evidence"].numpy()), seed, arm,
                             progress)
-    best = tuned.snapshots[ft_curve["step"][-1]]
-    out["probe"] = _probe(world, documents["test"], {
-        "base": lambda x: next_token_logprobs(base.model, x),
+    best = tuned.snapshots[curve["step"][-1]]
+    out["probe"] = {"base": base_probe, **_probe(world, documents["test"], {
         "finetuned": lambda x: next_token_logprobs(best, x),
         "conditioned": conditioned_test,
-    })
+    })}
     return out
 
 
@@ -136,13 +143,13 @@ def _exact_curve(reachable: World, docs: dict[str, Tensor], writer: int):
     document: ``({"tokens", "nll", "posterior_on_writer"}, predictive of the largest)``."""
     evidence = docs["evidence"]
     total = evidence.numel()
-    grid = sorted({2**i for i in range(int(math.log2(total)) + 1)} | {total})
+    grid = sorted({0} | {2**i for i in range(int(math.log2(total)) + 1)} | {total})
     order = torch.arange(total).reshape(evidence.shape)  # [D, T] reading order
     curve: dict[str, list] = {"tokens": [], "nll": [], "posterior_on_writer": []}
     for m in grid:
-        used = (order < m).any(-1)  # documents the prefix touches
-        post = condition(reachable.personas, Evidence(evidence[used], (order < m)[used]), model="global",
-                         method="exact", beta=1.0)
+        used = (order < max(m, 1)).any(-1)  # documents the prefix touches (0 tokens: beta = 0, the prior)
+        post = condition(reachable.personas, Evidence(evidence[used], (order < max(m, 1))[used]), model="global",
+                         method="exact", beta=1.0 if m else 0.0)
         curve["tokens"].append(m)
         curve["nll"].append(nll(post.predictive(docs["test"]), docs["test"]))
         inside = writer < reachable.personas.num_personas

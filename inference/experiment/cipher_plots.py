@@ -56,7 +56,7 @@ def _plot_quantity(ax, summary: dict[str, Any], pos: dict[float, float], key: st
 
 def _share_axis(ax, pos: dict[float, float], ylabel: str, title: str) -> None:
     ax.set_xticks(list(pos.values()), [share_label(f) for f in pos])
-    ax.set(xlabel="share f of enciphered pre-training documents (log scale; 0 set apart)", ylabel=ylabel, title=title)
+    ax.set(xlabel="share f of enciphered pre-training documents (log; 0 apart)", ylabel=ylabel, title=title)
     ax.legend(fontsize=6.5, loc="best")
 
 
@@ -69,9 +69,9 @@ def against_share(summary: dict[str, Any]) -> Figure:
     _plot_quantity(ax, summary, pos, "tokens_to_target_finetune", "cipher", "tab:red", "fine-tuning, cipher")
     _plot_quantity(ax, summary, pos, "tokens_to_target_exact", "cipher", "black", "exact conditioning, cipher", "--")
     _plot_quantity(ax, summary, pos, "tokens_to_target_finetune", "plain", "tab:blue", "fine-tuning, plain")
-    ax.set_yscale("log")
+    ax.set_yscale("symlog", linthresh=10)  # 0: no evidence needed
     _not_reached(ax, summary, pos)
-    _share_axis(ax, pos, "evidence tokens to reach the target NLL", "Data needed (missing: not reached)")
+    _share_axis(ax, pos, "evidence tokens to reach the target NLL (0: none)", "Data needed to reach the target NLL")
     for ax, key, title in ((axes[1], "exhaustiveness_true", "E against R_true (true personas)"),
                            (axes[2], "exhaustiveness_self", "E against R_self (the base's own tags)")):
         for arm, (colour, label) in ARM_STYLE.items():
@@ -146,7 +146,10 @@ def nll_curves(summary: dict[str, Any]) -> Figure:
 
 
 def _band(ax, x: list[float], rows: list[list[float]], colour: str, label: str) -> None:
-    values = np.asarray(rows, dtype=np.float64)  # [seeds, sizes]
+    """Mean line and min..max band over seeds of curves on a log x axis (the 0-token point is left out)."""
+    keep = np.asarray(x) > 0
+    x = np.asarray(x)[keep]
+    values = np.asarray(rows, dtype=np.float64)[:, keep]  # [seeds, sizes]
     ax.plot(x, values.mean(0), "-o", color=colour, markersize=3, label=f"{label} (mean)")
     if values.shape[0] > 1:
         ax.fill_between(x, values.min(0), values.max(0), color=colour, alpha=0.15, label=f"{label} (range over seeds)")

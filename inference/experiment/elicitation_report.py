@@ -85,10 +85,17 @@ def figure(summary: dict[str, Any], fits: dict[str, Any]) -> Figure:
         ax.plot(10**grid, band["median"], color=colour, label=f"{label}: logistic fit (posterior median)")
         ax.fill_between(10**grid, band["low"], band["high"], color=colour, alpha=0.18,
                         label=f"{label}: {level}% posterior band")
-        ax.axhline(result["conditioned_share"], color=colour, linestyle=":", linewidth=1,
-                   label=f"{label}: exact conditioning's share")
+    shares = [r["share"] for result in summary["kinds"].values() for r in result["runs"]]
+    low, high = min(-0.1, min(shares) - 0.05), max(1.2, max(shares) + 0.05)
+    for kind, result in summary["kinds"].items():
+        colour, label = KIND_STYLE[kind]
+        value = result["conditioned_share"]
+        inside = low <= value <= high
+        ax.axhline(value if inside else np.nan, color=colour, linestyle=":", linewidth=1,
+                   label=f"{label}: exact conditioning's share ({value:.2f}{'' if inside else ', off the axis'})")
     ax.axvline(total, color="0.5", linewidth=0.8, linestyle="--", label=f"all {total:,} parameters")
     ax.axhline(0.5, color="0.7", linewidth=0.6)
+    ax.set_ylim(low, high)
     ax.set_xscale("log")
     ax.set(xlabel="k trained parameters (random, log scale)", ylabel="share of the full fine-tuning gain",
            title="Share of the gain recovered by k parameters")
@@ -115,12 +122,12 @@ def figure(summary: dict[str, Any], fits: dict[str, Any]) -> Figure:
     rows = k50_table(summary)
     cells = [[KIND_STYLE[r["kind"]][1], f"{r['k50']:.3g}", f"[{r['k50_low']:.3g}, {r['k50_high']:.3g}]",
               f"{r['slope_per_decade']:.2f}", f"{r['description_length_nats']:.0f}"] for r in rows]
-    table = ax.table(cellText=cells, colLabels=["evidence", "k50", f"{int(100 * rows[0]['level'])}% interval",
-                                                "slope/decade", "DL (nats)"], loc="center")
+    table = ax.table(cellText=cells, colLabels=["evidence", "k50", f"{int(100 * rows[0]['level'])}% int.",
+                                                "slope", "DL (nats)"], loc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(7.5)
     table.scale(1, 1.6)
-    ax.set_title("Midpoint k50 (posterior) and description length")
+    ax.set_title("k50 (posterior), slope per decade,\ndescription length")
     fig.suptitle(f"Elicitation by k random parameters ({summary['config']['num_seeds']} seed(s) per k; "
                  f"base of {total:,} parameters)")
     fig.tight_layout()

@@ -38,7 +38,11 @@ def test_run_writes_every_cell_and_file(tiny_run):
     assert len(summary["cells"]) == len(shares) * raw["num_seeds"] * 2
     for cell in summary["cells"]:
         assert set(cell) >= CELL_FIELDS
-        assert len(cell["finetune_curve"]["nll"]) == len(raw["evidence"]["sizes"])
+        curve = cell["finetune_curve"]
+        assert curve["tokens"] == [0, *(n * raw["world"]["doc_len"] for n in raw["evidence"]["sizes"])]
+        assert curve["nll"][0] == cell["base_test_nll"] and curve["skill_cipher"][0] == cell["probe"]["base"]["cipher"]
+        assert all(len(v) == len(curve["tokens"]) for v in curve.values())
+        assert cell["exact_curve"]["tokens"][0] == 0
         assert cell["exact_curve"]["tokens"][-1] == raw["evidence"]["sizes"][-1] * raw["world"]["doc_len"]
         d = cell["decomposition_true"]
         assert d["total"] == pytest.approx(d["reweighting"] + d["other"], rel=1e-8, abs=1e-12)
@@ -67,7 +71,7 @@ def test_same_seed_same_numbers(tiny_run, tmp_path):
 
 @pytest.mark.parametrize("raw, key", [
     ({"ciphers": {"names": ["vigenere"]}, }, r"ciphers.names\[0\]"),
-    ({"ciphers": {"names": ["rot16"]}}, r"ciphers.names\[0\]"),
+    ({"ciphers": {"names": ["rot12"]}}, r"ciphers.names\[0\]"),
     ({"ciphers": {"names": ["none"]}}, r"ciphers.names\[0\]"),
     ({"ciphers": {"evidence": "atbash", "names": ["rot3"]}}, "ciphers.evidence"),
     ({"ciphers": {"shares": [0.0, 1.5]}}, r"ciphers.shares\[1\]"),
@@ -113,3 +117,5 @@ def test_tokens_to_target_interpolates_in_log_tokens():
     assert tokens_to_target([10, 100, 1000], [3.0, 2.0, 1.0], 1.5) == pytest.approx(10**2.5)
     assert tokens_to_target([10, 100], [1.0, 0.5], 2.0) == 10  # the first point already reaches it
     assert tokens_to_target([10, 100], [3.0, 2.5], 2.0) is None
+    assert tokens_to_target([0, 10, 100], [1.0, 0.5, 0.4], 2.0) == 0  # no evidence needed
+    assert tokens_to_target([0, 10, 100], [3.0, 1.0, 0.5], 2.0) == 10  # after 0 tokens: an upper bound
