@@ -13,8 +13,9 @@ eliciting (a capability the base had) from teaching. Here, on the same base, two
 For every ``k`` in ``[finetune] ks`` and seed (:func:`~inference.finetuning.adapters.k_param_positions`
 draws the ``k`` scalars from the seed) the base is fine-tuned with ``method="k_params"``; full
 fine-tuning is the reference. The learning rate and the snapshot of every run are chosen on
-validation documents: the first seed tries every rate of ``k_lrs`` (``full_lrs``) and the other seeds
-reuse the one it chose for that ``k``. On test documents of the evidence's kind the run's
+validation documents: the first seed tries every rate of a grid centred on ``lr_all * (N / k) ** lr_exponent``
+(:func:`~inference.experiment.elicitation_config.learning_rates`; ``N`` the parameter count) and the other
+seeds reuse the one it chose for that ``k``. On test documents of the evidence's kind the run's
 **share of the full gain** is ``(NLL_base - NLL_k) / (NLL_base - NLL_full)``, with ``NLL_full`` the
 mean over the seeds' full runs. A logistic curve in ``log10 k`` is fitted to each kind's shares by
 NUTS (:mod:`inference.comparison.logistic`; the full runs enter at ``k`` = the parameter count),
@@ -42,6 +43,7 @@ from inference.experiment.elicitation_config import (
     EVIDENCE_KINDS,
     ElicitationExperiment,
     elicitation_from_dict,
+    learning_rates,
 )
 from inference.experiment.snapshots import REACHABLE
 from inference.experiment.world import Base, World, child_seed, load_base, make_world, measure_base
@@ -90,10 +92,10 @@ def train_and_score(config: ElicitationExperiment, model: PersonaLM, docs: dict[
 
 
 def runs_for(config: ElicitationExperiment, model: PersonaLM, docs: dict[str, Tensor], k: int | None,
-             kind: str) -> list[dict[str, Any]]:
-    """Every seed's run at one ``k``: the first seed tries every learning rate, the others reuse its choice."""
-    f = config.finetune
-    lrs = f.full_lrs if k is None else f.k_lrs
+             kind: str, total: int) -> list[dict[str, Any]]:
+    """Every seed's run at one ``k`` (None: all ``total`` parameters): the first seed tries every learning rate
+    of the grid, the others reuse its choice."""
+    lrs = learning_rates(config, total if k is None else k, total)
     seeds = config.seeds
     tries = [train_and_score(config, model, docs, k=k, lr=lr, seed=child_seed(seeds[0], kind, k)) for lr in lrs]
     first = min(tries, key=lambda r: r["validation_nll"])
@@ -107,16 +109,16 @@ def run_kind(config: ElicitationExperiment, world: World, base: Base, kind: str,
     """Every ``k``, the reference, the logistic fit, conditioning and description length for one kind."""
     f, fit_cfg = config.finetune, config.fit
     base_nll = nll(base.model, docs["test"])
-    full = runs_for(config, base.model, docs, None, kind)
+    full = runs_for(config, base.model, docs, None, kind, total)
     full_nll = float(torch.tensor([r["test_nll"] for r in full]).mean())
     gain = base_nll - full_nll
     if not gain > 0:
         raise RuntimeError(f"full fine-tuning on the {kind} evidence did not lower the test NLL ({base_nll:.4f} -> "
-                           f"{full_nll:.4f}): the share of its gain is undefined; raise finetune.steps or full_lrs")
+                           f"{full_nll:.4f}): the share of its gain is undefined; raise finetune.steps or the learning rates")
     rows = [_row(kind, total, s, r, base_nll, gain) for s, r in zip(config.seeds, full, strict=True)]
     models = {total: full[0]["model"]}
     for k in tqdm(f.ks, desc=f"k parameters ({kind})", disable=not progress):
-        runs = runs_for(config, base.model, docs, k, kind)
+        runs = runs_for(config, base.model, docs, k, kind, total)
         rows += [_row(kind, k, s, r, base_nll, gain) for s, r in zip(config.seeds, runs, strict=True)]
         models[k] = runs[0]["model"]
     evidence = make_evidence(docs["evidence"].numpy())

@@ -64,8 +64,9 @@ class ElicitationFinetuneConfig:
     """Training only ``k`` random parameters, and full fine-tuning as the reference."""
 
     ks: tuple[int, ...] = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000)
-    k_lrs: tuple[float, ...] = (0.01, 0.1, 0.3)
-    full_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    lr_all: float = 1e-3  # the centre of the learning-rate grid when every parameter trains ...
+    lr_exponent: float = 0.5  # ... and with k of N parameters: lr_all * (N / k) ** lr_exponent
+    lr_factors: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)  # the grid: the centre times these
     steps: int = 100
     batch_size: int = 32
     snapshots: tuple[int, ...] = (25, 50, 100)
@@ -176,10 +177,12 @@ def check(config: ElicitationExperiment) -> None:
         if not 1 <= k < total:
             raise InputError(f"finetune.ks[{i}] = {k}: k must lie in [1, {total}) — the base has {total} parameters "
                              "(all of them is the full fine-tuning reference, always run)")
-    for key in ("k_lrs", "full_lrs"):
-        values = getattr(f, key)
-        if not values or any(not (math.isfinite(v) and v > 0) for v in values):
-            raise InputError(f"finetune.{key} needs at least one finite learning rate > 0, got {list(values)}")
+    if not f.lr_factors or any(not (math.isfinite(v) and v > 0) for v in f.lr_factors):
+        raise InputError(f"finetune.lr_factors needs at least one finite factor > 0, got {list(f.lr_factors)}")
+    if not (math.isfinite(f.lr_all) and f.lr_all > 0):
+        raise InputError(f"finetune.lr_all must be a finite number > 0, got {f.lr_all}")
+    if not 0 <= f.lr_exponent <= 2:
+        raise InputError(f"finetune.lr_exponent must lie in [0, 2], got {f.lr_exponent}")
     for key in ("steps", "batch_size", "prequential_blocks", "prequential_steps"):
         if getattr(f, key) < 1:
             raise InputError(f"finetune.{key} must be >= 1, got {getattr(f, key)}")
@@ -197,6 +200,15 @@ def check(config: ElicitationExperiment) -> None:
         raise InputError(f"fit.level must lie in (0, 1), got {fit.level}")
     if config.compare.bootstrap < 1 or config.compare.decomposition_restarts < 0:
         raise InputError("compare.bootstrap must be >= 1 and compare.decomposition_restarts >= 0")
+
+
+def learning_rates(config: ElicitationExperiment, k: int, total: int) -> list[float]:
+    """The learning rates tried with ``k`` of ``total`` parameters: ``lr_all * (total / k) ** lr_exponent``
+    times each of ``lr_factors`` (Adam moves each trained scalar by about the learning rate, so fewer
+    scalars need larger steps to change the model as much)."""
+    f = config.finetune
+    centre = f.lr_all * (total / k) ** f.lr_exponent
+    return [centre * factor for factor in f.lr_factors]
 
 
 def num_parameters(config: ElicitationExperiment) -> int:
@@ -217,7 +229,7 @@ def smoke(config: ElicitationExperiment) -> ElicitationExperiment:
     return r(config, num_seeds=2,
              world=r(config.world, heldout_contexts=8),
              evidence=r(config.evidence, num_docs=32, validation_docs=8, test_docs=16),
-             finetune=r(config.finetune, ks=(10, 1000), k_lrs=(0.1,), full_lrs=(3e-3,), steps=4, snapshots=(2, 4),
+             finetune=r(config.finetune, ks=(10, 1000), lr_all=3e-3, lr_factors=(1.0,), steps=4, snapshots=(2, 4),
                         prequential_blocks=2, prequential_steps=2),
              fit=r(config.fit, num_samples=20, warmup_steps=20, num_chains=2),
              compare=r(config.compare, bootstrap=10))

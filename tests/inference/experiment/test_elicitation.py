@@ -15,6 +15,7 @@ from inference.experiment.elicitation import evidence_sets
 from inference.experiment.elicitation_config import (
     ElicitationExperiment,
     elicitation_from_dict,
+    learning_rates,
     num_parameters,
     smoke,
 )
@@ -75,7 +76,8 @@ def test_the_rule_evidence_repeats_and_the_in_support_evidence_does_not():
     ({"finetune": {"ks": [10, 10_000_000]}}, r"finetune.ks\[1\] = 10000000: k must lie in \[1, 233952\)"),
     ({"finetune": {"ks": [300, 10]}}, "finetune.ks"),
     ({"finetune": {"ks": [0]}}, r"finetune.ks\[0\]"),
-    ({"finetune": {"k_lrs": [-0.1]}}, "finetune.k_lrs"),
+    ({"finetune": {"lr_factors": [-0.1]}}, "finetune.lr_factors"),
+    ({"finetune": {"lr_all": 0.0}}, "finetune.lr_all"),
     ({"finetune": {"snapshots": [0, 100]}}, "finetune.snapshots"),
     ({"evidence": {"period": 16}}, "evidence.period"),
     ({"evidence": {"doc_len": 64}}, "evidence.doc_len"),
@@ -107,3 +109,11 @@ def test_the_shipped_config_loads_and_its_smoke_version_is_valid():
     assert config.base.checkpoint == "default" and num_parameters(config) == 233_952
     small = smoke(config)
     assert elicitation_from_dict({"kind": "elicitation", **small.to_dict()}, Path(".")) == small
+
+
+def test_the_learning_rate_grid_grows_as_k_shrinks():
+    config = ElicitationExperiment()
+    total = 233_952
+    full, few = learning_rates(config, total, total), learning_rates(config, 10, total)
+    assert full == pytest.approx([1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
+    assert few == pytest.approx([f * (total / 10) ** 0.5 for f in full])
