@@ -72,7 +72,7 @@ def figure(summary: dict[str, Any], fits: dict[str, Any]) -> Figure:
     total = summary["num_parameters"]
     has_e = all("exhaustiveness" in r for r in summary["kinds"].values())
     fig = Figure(figsize=(15 if has_e else 10, 4.8))
-    axes = fig.subplots(1, 3 if has_e else 2, gridspec_kw={"width_ratios": [2, 1.3, 1.2] if has_e else [2, 1.2]})
+    axes = fig.subplots(1, 3 if has_e else 2, gridspec_kw={"width_ratios": [2, 1.3, 1.3] if has_e else [2, 1.3]})
     ax = axes[0]
     grid = np.linspace(0.5, np.log10(total) + 0.2, 200)
     for kind, result in summary["kinds"].items():
@@ -120,12 +120,13 @@ def figure(summary: dict[str, Any], fits: dict[str, Any]) -> Figure:
     ax = axes[-1]
     ax.axis("off")
     rows = k50_table(summary)
-    cells = [[KIND_STYLE[r["kind"]][1], f"{r['k50']:.3g}", f"[{r['k50_low']:.3g}, {r['k50_high']:.3g}]",
+    cells = [[r["kind"].replace("_", "-"), f"{r['k50']:,.0f}", f"{r['k50_low']:,.0f}-{r['k50_high']:,.0f}",
               f"{r['slope_per_decade']:.2f}", f"{r['description_length_nats']:.0f}"] for r in rows]
-    table = ax.table(cellText=cells, colLabels=["evidence", "k50", f"{int(100 * rows[0]['level'])}% int.",
-                                                "slope", "DL (nats)"], loc="center")
+    table = ax.table(cellText=cells, colLabels=["evidence", "k50", f"{int(100 * rows[0]['level'])}% interval",
+                                                "slope", "DL (nats)"], loc="center", cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(7.5)
+    table.auto_set_column_width(list(range(5)))
     table.scale(1, 1.6)
     ax.set_title("k50 (posterior), slope per decade,\ndescription length")
     fig.suptitle(f"Elicitation by k random parameters ({summary['config']['num_seeds']} seed(s) per k; "
