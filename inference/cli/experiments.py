@@ -1,6 +1,7 @@
 """The experiment commands of ``psm``: ``run``, ``demo`` and ``pretrain``.
 
     psm run CONFIG.toml --out DIR [--seed S] [--overwrite] [--quiet]
+    psm run ciphers --out DIR          (a bare name runs a shipped config: ciphers, elicitation)
     psm demo [--out DIR] [--seed S] [--overwrite] [--quiet]
     psm pretrain [CONFIG.toml] --out DIR [--seed S] [--checkpoint-dir C --checkpoint-every N] [--resume] [--quiet]
 
@@ -23,7 +24,8 @@ RUN_SEED_HELP = "seed of every random choice the command makes (default: the con
 
 
 def add_run(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", type=path, metavar="CONFIG.toml", help="experiment description (TOML)")
+    parser.add_argument("config", type=path, metavar="CONFIG.toml",
+                        help="experiment description (TOML), or the name of a shipped one: ciphers, elicitation")
     add_out(parser)
     add_seed(parser, RUN_SEED_HELP, default=None)
     add_quiet(parser)

@@ -2,10 +2,20 @@
 
 =====================  ==========================================  ===========================
 ``kind``               what it runs                                module
-=====================  ==========================================  ===========================
+=====================  ==========================================  ===================================
 ``personas`` (default) fine-tuning vs conditioning in a persona    :mod:`inference.experiment.runner`
                        world (``psm demo``; DESIGN.md §3)
-=====================  ==========================================  ===========================
+``ciphers``            a latent cipher next to the persona, swept  :mod:`inference.experiment.ciphers`
+                       over its share f of pre-training (Guo,
+                       Sleight & Roger 2025)
+``elicitation``        training only k random parameters, for in-  :mod:`inference.experiment.elicitation`
+                       support and rule evidence (Donoway et al.
+                       2025)
+=====================  ==========================================  ===================================
+
+Shipped configs live in ``inference/experiment/configs/``; ``psm run NAME`` with a bare ``NAME`` that is
+not a file runs ``configs/NAME.toml`` (:func:`resolve_config`), e.g. ``psm run ciphers`` and
+``psm run elicitation``.
 
 A kind is a module with two functions::
 
@@ -35,8 +45,12 @@ from models.errors import InputError
 #: kind -> module that runs it
 KINDS: dict[str, str] = {
     "personas": "inference.experiment.runner",
+    "ciphers": "inference.experiment.ciphers",
+    "elicitation": "inference.experiment.elicitation",
 }
 DEFAULT_KIND = "personas"
+#: the configs shipped with the toolkit (package data)
+SHIPPED_CONFIGS = Path(__file__).with_name("configs")
 
 
 def kind_module(kind: Any) -> ModuleType:
@@ -46,11 +60,22 @@ def kind_module(kind: Any) -> ModuleType:
     return importlib.import_module(KINDS[kind])
 
 
+def resolve_config(path: str | Path) -> Path:
+    """``path``, or the shipped ``configs/<path>.toml`` when ``path`` is a bare name (no folder, no
+    suffix) of no existing file and such a config is shipped."""
+    path = Path(path)
+    shipped = SHIPPED_CONFIGS / f"{path.name}.toml"
+    if not path.exists() and len(path.parts) == 1 and not path.suffix and shipped.is_file():
+        return shipped
+    return path
+
+
 def load_experiment(path: str | Path, seed: int | None = None) -> tuple[ModuleType, Any]:
-    """Read, validate and (with ``seed``) re-seed the experiment at ``path``: ``(kind module, config)``."""
+    """Read, validate and (with ``seed``) re-seed the experiment at ``path`` (a file, or the bare name of a
+    shipped config, see :func:`resolve_config`): ``(kind module, config)``."""
     from inference.experiment.config import read_toml
 
-    path = Path(path)
+    path = resolve_config(path)
     raw = read_toml(path)
     module = kind_module(raw.get("kind", DEFAULT_KIND))
     config = module.load(raw, path.parent)
