@@ -41,6 +41,7 @@ def inference_data(
     predictive_draws: np.ndarray | None = None,
     dims: dict[str, list[str]] | None = None,
     attrs: dict[str, Any] | None = None,
+    coords: dict[str, np.ndarray] | None = None,
 ) -> az.InferenceData:
     """``InferenceData`` from arrays (``[chain, draw, ...]`` for the sampled groups).
 
@@ -59,12 +60,16 @@ def inference_data(
     attrs : dict
         Attributes of the groups. ArviZ's ``created_at`` stamps are dropped, so the
         same arrays always give the same file.
+    coords : dict, optional
+        Coordinate values of named dimensions (e.g. the shot counts of a curve).
     """
     idata = az.from_dict(posterior=posterior, log_likelihood=log_likelihood, sample_stats=sample_stats,
-                         observed_data=observed_data, dims=dims, attrs=attrs)
+                         observed_data=observed_data, dims=dims, attrs=attrs, coords=coords)
     if posterior_predictive:
-        coords = None if predictive_draws is None else {"draw": np.asarray(predictive_draws)}
-        idata.extend(az.from_dict(posterior_predictive=posterior_predictive, dims=dims, coords=coords))
+        pp_coords = dict(coords or {})
+        if predictive_draws is not None:
+            pp_coords["draw"] = np.asarray(predictive_draws)
+        idata.extend(az.from_dict(posterior_predictive=posterior_predictive, dims=dims, coords=pp_coords or None))
     for group in idata.groups():
         idata[group].attrs.pop("created_at", None)
     return idata

@@ -5,6 +5,9 @@
 =====================  ==========================================  ===========================
 ``personas`` (default) fine-tuning vs conditioning in a persona    :mod:`inference.experiment.runner`
                        world (``psm demo``; DESIGN.md §3)
+``narrow_to_broad``    narrow evidence, broad shift, inoculation   :mod:`inference.experiment.narrow_to_broad`
+``incontext``          in context vs fine-tuning vs exact Bayes,   :mod:`inference.experiment.incontext`
+                       with the Bayesian scaling law
 =====================  ==========================================  ===========================
 
 A kind is a module with two functions::
@@ -35,6 +38,8 @@ from models.errors import InputError
 #: kind -> module that runs it
 KINDS: dict[str, str] = {
     "personas": "inference.experiment.runner",
+    "narrow_to_broad": "inference.experiment.narrow_to_broad",
+    "incontext": "inference.experiment.incontext",
 }
 DEFAULT_KIND = "personas"
 
