@@ -302,3 +302,29 @@ def plot_frequency_ppc(idata: az.InferenceData, name: str, title: str = "posteri
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_curve_ppc(idata: az.InferenceData, x: np.ndarray, name: str, *, title: str = "posterior predictive check",
+                   xlabel: str = "x", ylabel: str | None = None):
+    """Posterior predictive check of a fitted curve (``az.plot_lm``): the observed points against the 94%
+    HDI of the replicated ones at every ``x``. Returns a ``Figure`` (no pyplot state is touched).
+
+    Parameters
+    ----------
+    idata : InferenceData
+        With ``observed_data[name]`` ``[N]`` and ``posterior_predictive[name]`` ``[chain, draw, N]``.
+    x : array
+        ``[N]`` the abscissa of the points.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        az.plot_lm(y=name, idata=idata, x=np.asarray(x, dtype=np.float64), y_hat=name, kind_pp="hdi", axes=ax,
+                   show=False, textsize=8)
+    ax.set(xlabel=xlabel, ylabel=ylabel or name)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

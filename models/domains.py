@@ -49,7 +49,13 @@ from models.errors import InputError
 from models.limits import check_seed, check_sizes
 from models.mixture import simulate_corpus
 from models.personas import MarkovPersonas, make_personas
-from models.predictive import check_contexts, in_context_log_weights, mix, persona_logprobs, prefix_loglik
+from models.predictive import (
+    check_contexts,
+    in_context_log_weights,
+    mix,
+    persona_logprobs,
+    prefix_loglik,
+)
 
 #: position of the first content token (after the domain tag and the slot)
 CONTENT_START = 2

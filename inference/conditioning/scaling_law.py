@@ -230,9 +230,9 @@ class ScalingLawFit:
         return {**out, **{k: self.diagnostics[k] for k in ("r_hat_max", "ess_min", "divergences", "ppc_coverage")}}
 
 
-def fit_scaling_law(n, nll, se, log_p, *, offset: bool = True, num_chains: int = 4, num_samples: int = 400,
-                    warmup: int = 400, seed: int = 0, progress: bool = False, k_scale: float = 1.0,
-                    offset_scale: float = 1.0, noise_scale: float = 1.0) -> ScalingLawFit:
+def fit_scaling_law(n, nll, se, log_p, *, offset: bool = True, num_chains: int = 4, num_samples: int = 300,
+                    warmup: int = 300, max_tree_depth: int = 8, seed: int = 0, progress: bool = False,
+                    k_scale: float = 1.0, offset_scale: float = 1.0, noise_scale: float = 1.0) -> ScalingLawFit:
     """Posterior over ``rho``, ``K`` (and ``delta``, ``sigma``) given a measured curve, by NUTS.
 
     Parameters
@@ -245,6 +245,8 @@ def fit_scaling_law(n, nll, se, log_p, *, offset: bool = True, num_chains: int =
         Fit the per-example loss ``delta`` common to every task (module docstring).
     num_chains, num_samples, warmup : int
         NUTS chains (one after another), kept draws and warm-up steps per chain.
+    max_tree_depth : int
+        Largest NUTS tree depth (each step costs at most ``2**max_tree_depth`` gradients).
     seed : int
         Seed of the chains and of the posterior predictive replicates.
     progress : bool
@@ -266,7 +268,8 @@ def fit_scaling_law(n, nll, se, log_p, *, offset: bool = True, num_chains: int =
     pyro.clear_param_store()
     kwargs = dict(nll=nll, offset=offset, k_scale=k_scale, offset_scale=offset_scale, noise_scale=noise_scale)
     result = run_mcmc(scaling_law_model, (n, log_p, se), kwargs, seed=seed, progress=progress,
-                      num_chains=num_chains, num_samples=num_samples, warmup_steps=warmup, init="uniform")
+                      num_chains=num_chains, num_samples=num_samples, warmup_steps=warmup, init="uniform",
+                      max_tree_depth=max_tree_depth)
     samples = {name: result.samples[name].to(torch.float64) for name in SITES if name in result.samples}
     idata, coverage = _to_arviz(samples, n, nll, se, log_p, result.diverging, seed)
     found = diagnostics.convergence(idata, var_names=[s for s in SITES if s in samples])

@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.experiment.base_sizes import BaseSizes, FinetuneSizes, check_base, check_finetune, index_in, positive
+from inference.experiment.base_sizes import (
+    BaseSizes,
+    FinetuneSizes,
+    check_base,
+    check_finetune,
+    index_in,
+    positive,
+)
 from inference.experiment.config import build_section, check_keys, coerce
 from models.errors import InputError
 from models.limits import MAX_SEED, check_tokens
