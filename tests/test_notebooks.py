@@ -10,6 +10,8 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = [
     "01_quickstart.ipynb",
     "02_finetuning_as_conditioning.ipynb",
+    "05_narrow_to_broad.ipynb",
+    "06_incontext_vs_finetuning.ipynb",
 ]
 
 

@@ -20,7 +20,8 @@ post-training moves the fitted prior. The experiment
    * ``in_context_posttrained``: as ``in_context``, after the base was fine-tuned on ``num_docs``
      documents of another persona (``[posttrain]``; skipped with ``num_docs = 0``);
 
-   each curve's standard errors come from the spread of the replicates' means;
+   each curve's mean uses the fresh documents' NLL under their true writer as a control variate
+   (:func:`curve_stats`) and its standard errors come from the spread of the replicates' means;
 4. fits the Bayesian scaling law to each curve with NUTS (``[fit]``;
    :func:`~inference.conditioning.scaling_law.fit_scaling_law`), with ``log P_m`` the exact
    expected log-probability of an evidence-persona document under true persona ``m``
@@ -55,7 +56,7 @@ from models.contexts import (
     simulate_contexts,
     simulate_documents,
 )
-from models.counts import make_evidence
+from models.counts import count_transitions, make_evidence
 from models.personas import MarkovPersonas, random_personas
 from models.predictive import mixture_predictive
 from models.transformer import PersonaLM, next_token_logprobs
@@ -139,11 +140,20 @@ def exact_nll(personas: MarkovPersonas, evidence: Tensor, fresh: Tensor, shots: 
     return out
 
 
-def curve_stats(nll: Tensor) -> dict[str, list[float]]:
-    """Mean NLL per document at each ``n`` and its standard error from the replicates' means."""
-    per_replicate = nll.mean(-1)  # [S, R]
+def curve_stats(nll: Tensor, oracle: Tensor, oracle_mean: float) -> dict[str, list[float]]:
+    """Mean NLL per document at each ``n`` and its standard error, with a control variate.
+
+    ``oracle [R, F]`` is each fresh document's NLL under the persona that wrote it, whose expectation
+    ``oracle_mean = -E[log p_writer(x)]`` is known exactly; the estimate ``mean(nll - oracle) +
+    oracle_mean`` is unbiased and leaves out the documents' own variability (most of the variance: a
+    fresh document is hard or easy for every learner alike). Standard errors come from the spread of
+    the replicates' means of ``nll - oracle`` (``[S, R, F]`` in, lists over ``S`` out).
+    """
+    excess = nll - oracle  # [S, R, F]
+    per_replicate = excess.mean(-1)  # [S, R]
     R = per_replicate.shape[1]
-    return {"mean": nll.mean((1, 2)).tolist(), "se": (per_replicate.std(1) / math.sqrt(R)).tolist()}
+    return {"mean": (excess.mean((1, 2)) + oracle_mean).tolist(), "se": (per_replicate.std(1) / math.sqrt(R)).tolist(),
+            "raw_mean": nll.mean((1, 2)).tolist()}
 
 
 @single_thread
@@ -166,7 +176,9 @@ def run_experiment(config: InContextConfig, progress: bool = True,
         nll["in_context_posttrained"] = in_context_nll(posttrained, evidence, fresh, e.shots, w.vocab_size)
     measured = time.perf_counter()
     log_p = expected_doc_loglik(personas, e.persona, w.doc_len)  # [K] log P_m of an evidence document
-    curves = {name: curve_stats(values) for name, values in nll.items()}
+    oracle = -count_transitions(make_evidence(fresh.reshape(-1, w.doc_len).numpy()), w.vocab_size, 1).loglik(
+        personas.log_table()[e.persona]).reshape(fresh.shape[:2])  # [R, F] NLL under the true writer
+    curves = {name: curve_stats(values, oracle, -float(log_p[e.persona])) for name, values in nll.items()}
     fits = {}
     for name in tqdm(list(curves), desc="scaling-law fits (NUTS)", disable=not progress):
         c = curves[name]

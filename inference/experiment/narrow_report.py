@@ -90,7 +90,7 @@ def trait_rate_figure(summary: dict[str, Any]) -> Figure:
     base = summary["base"]["trait_rate"]
     betas = summary["config"]["measure"]["betas"]
     one = int(np.argmin(np.abs(np.log(np.asarray(betas) + 1e-300))))
-    fig = Figure(figsize=(12, 4.4))
+    fig = Figure(figsize=(12, 5.0))
     axes = fig.subplots(1, len(summary["arms"]), sharey=True)
     x, width = np.arange(D), 0.16
     for ax, arm in zip(np.atleast_1d(axes), summary["arms"], strict=True):
@@ -98,7 +98,7 @@ def trait_rate_figure(summary: dict[str, Any]) -> Figure:
         bars = [
             ("world prior (exact)", prior, None, "lightgrey"),
             ("base transformer (sampled)", [r["mean"] for r in base], base, "grey"),
-            (rf"conditioned, $\beta^*$ = {arm['beta_star_evidence_domain']:.2g} (exact)",
+            (r"conditioned at the evidence domain's $\beta^*$ (exact)",
              arm["trait_rate_conditioned_beta_star"], None, "tab:green"),
             (rf"conditioned, $\beta$ = {betas[one]:g} (exact)", [r[one] for r in arm["trait_rate_conditioned"]],
              None, "tab:olive"),
@@ -108,12 +108,15 @@ def trait_rate_figure(summary: dict[str, Any]) -> Figure:
             err = None if intervals is None else _errors(intervals)
             ax.bar(x + (i - 2) * width, values, width, yerr=err, capsize=2, color=colour, label=label)
         ax.set_xticks(x, [f"domain {d}" + ("\n(evidence)" if d == ev else "") for d in range(D)])
-        ax.set_title(f"arm {ARM_TITLES.get(arm['arm'], arm['arm'])}", fontsize=10)
+        ax.set_title(f"arm {ARM_TITLES.get(arm['arm'], arm['arm'])} ($\\beta^*$ = {arm['beta_star_evidence_domain']:.2g})",
+                     fontsize=10)
         ax.set_xlabel("domain of the prompt (plain slot)")
     np.atleast_1d(axes)[0].set_ylabel("trait rate: marker share of the content")
-    np.atleast_1d(axes)[-1].legend(fontsize=7, title="bars: 90% bootstrap intervals", title_fontsize=7)
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, title="error bars: 90% bootstrap intervals over sampled documents",
+               title_fontsize=8)
     fig.suptitle("Narrow evidence, broad shift: trait rate by domain", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.15, 1, 1))
     return fig
 
 
@@ -126,16 +129,18 @@ def beta_figure(summary: dict[str, Any]) -> Figure:
     axes = fig.subplots(1, len(summary["arms"]), sharey=True)
     for ax, arm in zip(np.atleast_1d(axes), summary["arms"], strict=True):
         for d, rates in enumerate(arm["trait_rate_conditioned"]):
-            line, = ax.plot(betas, rates, "o-", ms=3, label=f"domain {d}" + (" (evidence)" if d == ev else ""))
+            line, = ax.plot(betas, rates, marker="os^vD<>p"[d % 8], ls=("-", "--", ":", "-.")[d % 4], ms=7 - d,
+                            mfc="none", label=f"domain {d}" + (" (evidence)" if d == ev else ""))
             ft = arm["trait_rate_finetuned"][d][-1]
             ax.axhspan(ft["lo"], ft["hi"], color=line.get_color(), alpha=0.12)
         ax.axvline(arm["beta_star_evidence_domain"], color="black", ls=":", label=r"$\beta^*$ (evidence domain)")
         ax.set_xscale("symlog", linthresh=float(positive.min()) if positive.size else 1.0)
+        ax.set_xlim(0, 1.5 * float(betas.max()))
         ax.set(xlabel=r"evidence strength $\beta$ (symlog)")
         ax.set_title(f"arm {ARM_TITLES.get(arm['arm'], arm['arm'])}", fontsize=10)
     np.atleast_1d(axes)[0].set_ylabel("trait rate of the conditioned model (exact)")
     np.atleast_1d(axes)[-1].legend(fontsize=7, title="lines: conditioned; bands: fine-tuned 90%", title_fontsize=7)
-    fig.suptitle("Conditioning moves every domain together", fontsize=11)
+    fig.suptitle("Trait rate of the exact conditioned model against the evidence strength, per domain", fontsize=11)
     fig.tight_layout()
     return fig
 
