@@ -54,7 +54,7 @@ class ContextWorldConfig:
     vocab_size: int = 6
     concentration: float = 2.0
     prior: tuple[float, ...] = (0.6, 0.3, 0.1)  # empty: uniform
-    doc_len: int = 6
+    doc_len: int = 4
     docs_per_context: int = 17  # pre-training contexts hold this many documents of one persona
     corpus_contexts: int = 20_000
     seed: int = 0
@@ -75,9 +75,9 @@ class ShotsConfig:
 class ContextFinetuneConfig(FinetuneSizes):
     """Fine-tuning on ``n`` documents: ``ceil(epochs * n / batch)`` steps of ``min(batch_size, n)`` documents."""
 
-    lr: float = 1e-3
+    lr: float = 3e-4
     batch_size: int = 8
-    epochs: int = 10
+    epochs: int = 5
 
 
 @dataclass(frozen=True)
@@ -86,17 +86,17 @@ class PosttrainConfig:
 
     persona: int = 0
     num_docs: int = 64
-    epochs: int = 5
+    epochs: int = 2
 
 
 @dataclass(frozen=True)
 class FitConfig:
     """The Bayesian scaling law's NUTS fit (:func:`inference.conditioning.scaling_law.fit_scaling_law`)."""
 
-    num_chains: int = 4
-    num_samples: int = 300
-    warmup: int = 300
-    max_tree_depth: int = 8
+    num_chains: int = 3
+    num_samples: int = 150
+    warmup: int = 150
+    max_tree_depth: int = 5
     offset: bool = True
 
 

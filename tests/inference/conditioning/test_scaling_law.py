@@ -57,7 +57,7 @@ def test_the_fit_recovers_a_known_prior_and_efficiency():
     se = torch.full_like(n, 0.01)
     curve = law_nll(n, rho.log(), K, log_p) + se * torch.randn(len(n), generator=torch.Generator().manual_seed(0),
                                                                 dtype=F64)
-    fit = fit_scaling_law(n, curve, se, log_p, offset=False, num_chains=2, num_samples=150, warmup=150, seed=1)
+    fit = fit_scaling_law(n, curve, se, log_p, offset=False, num_chains=2, num_samples=100, warmup=100, seed=1)
     summary = fit.summary()
     assert summary["r_hat_max"] < 1.1
     for name, truth in (("K", float(K)), ("rho", rho.tolist())):
