@@ -165,6 +165,10 @@ def exhaustiveness_figure(summary: dict[str, Any]) -> Figure:
         bx.bar(x + (i - 0.5) * 0.35, w, 0.35, label=f"{arm['arm']}: fine-tuned, projection onto $R_{{true}}$")
         bx.axhline(arm["posterior_weights_beta_star"][trait], ls="--", color=f"C{i}",
                    label=rf"{arm['arm']}: conditioned at $\beta^*$ (posterior)")
+    base = summary["base"]["domains"]
+    if all("projection_weights_true" in b for b in base):
+        bx.plot(x, [b["projection_weights_true"][trait] for b in base], "k_", ms=28, mew=2,
+                label="base: projection onto $R_{true}$")
     labels = [f"domain {d}" + ("\n(evidence)" if d == ev else "") for d in range(D)]
     ax.set_xticks(x, labels)
     ax.set(ylabel="E = re-weighting / KL(q_s || q0)", ylim=(-0.02, 1.02))

@@ -100,7 +100,9 @@ def measure_domains(model: PersonaLM, world: DomainWorld, config: NarrowConfig) 
                   for comp in (comp_true, comp_self)]
         bayes = mixture_logprobs(comp_true, contexts, world.persona_prior.log())
         summary = {"heldout_nll": _nll(q0, contexts), "bayes_optimal_nll": _nll(bayes, contexts),
-                   "floor_true": floors[0].residual, "floor_self": floors[1].residual}
+                   "floor_true": floors[0].residual, "floor_self": floors[1].residual,
+                   "projection_weights_true": floors[0].weights.tolist(),
+                   "projection_weights_self": floors[1].weights.tolist()}
         base = Base(model, q0, comp_true, comp_self, floors[0], floors[1], summary)
         out.append(Domain(d, World(None, world.families, contexts, writer), base))
     return out
