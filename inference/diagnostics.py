@@ -41,6 +41,7 @@ def inference_data(
     predictive_draws: np.ndarray | None = None,
     dims: dict[str, list[str]] | None = None,
     attrs: dict[str, Any] | None = None,
+    coords: dict[str, np.ndarray] | None = None,
 ) -> az.InferenceData:
     """``InferenceData`` from arrays (``[chain, draw, ...]`` for the sampled groups).
 
@@ -59,12 +60,16 @@ def inference_data(
     attrs : dict
         Attributes of the groups. ArviZ's ``created_at`` stamps are dropped, so the
         same arrays always give the same file.
+    coords : dict, optional
+        Coordinate values of named dimensions (e.g. the shot counts of a curve).
     """
     idata = az.from_dict(posterior=posterior, log_likelihood=log_likelihood, sample_stats=sample_stats,
-                         observed_data=observed_data, dims=dims, attrs=attrs)
+                         observed_data=observed_data, dims=dims, attrs=attrs, coords=coords)
     if posterior_predictive:
-        coords = None if predictive_draws is None else {"draw": np.asarray(predictive_draws)}
-        idata.extend(az.from_dict(posterior_predictive=posterior_predictive, dims=dims, coords=coords))
+        pp_coords = dict(coords or {})
+        if predictive_draws is not None:
+            pp_coords["draw"] = np.asarray(predictive_draws)
+        idata.extend(az.from_dict(posterior_predictive=posterior_predictive, dims=dims, coords=pp_coords or None))
     for group in idata.groups():
         idata[group].attrs.pop("created_at", None)
     return idata
@@ -295,5 +300,31 @@ def plot_frequency_ppc(idata: az.InferenceData, name: str, title: str = "posteri
     ax.set_title(f"{title}\n{outside} of {size} values outside the 90% interval ({replicated.shape[0]} draws)",
                  fontsize=9)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curve_ppc(idata: az.InferenceData, x: np.ndarray, name: str, *, title: str = "posterior predictive check",
+                   xlabel: str = "x", ylabel: str | None = None):
+    """Posterior predictive check of a fitted curve (``az.plot_lm``): the observed points against the 94%
+    HDI of the replicated ones at every ``x``. Returns a ``Figure`` (no pyplot state is touched).
+
+    Parameters
+    ----------
+    idata : InferenceData
+        With ``observed_data[name]`` ``[N]`` and ``posterior_predictive[name]`` ``[chain, draw, N]``.
+    x : array
+        ``[N]`` the abscissa of the points.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        az.plot_lm(y=name, idata=idata, x=np.asarray(x, dtype=np.float64), y_hat=name, kind_pp="hdi", axes=ax,
+                   show=False, textsize=8)
+    ax.set(xlabel=xlabel, ylabel=ylabel or name)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig

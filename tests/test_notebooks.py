@@ -12,6 +12,8 @@ NOTEBOOKS = [
     "02_finetuning_as_conditioning.ipynb",
     "03_ciphers.ipynb",
     "04_elicitation.ipynb",
+    "05_narrow_to_broad.ipynb",
+    "06_incontext_vs_finetuning.ipynb",
 ]
 
 

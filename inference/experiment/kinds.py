@@ -1,6 +1,6 @@
 """The kinds of experiment ``psm run CONFIG.toml`` runs: the config's top-level ``kind`` names one.
 
-=====================  ==========================================  ===========================
+=====================  ==========================================  ===================================
 ``kind``               what it runs                                module
 =====================  ==========================================  ===================================
 ``personas`` (default) fine-tuning vs conditioning in a persona    :mod:`inference.experiment.runner`
@@ -11,6 +11,9 @@
 ``elicitation``        training only k random parameters, for in-  :mod:`inference.experiment.elicitation`
                        support and rule evidence (Donoway et al.
                        2025)
+``narrow_to_broad``    narrow evidence, broad shift, inoculation   :mod:`inference.experiment.narrow_to_broad`
+``incontext``          in context vs fine-tuning vs exact Bayes,   :mod:`inference.experiment.incontext`
+                       with the Bayesian scaling law
 =====================  ==========================================  ===================================
 
 Shipped configs live in ``inference/experiment/configs/``; ``psm run NAME`` with a bare ``NAME`` that is
@@ -47,6 +50,8 @@ KINDS: dict[str, str] = {
     "personas": "inference.experiment.runner",
     "ciphers": "inference.experiment.ciphers",
     "elicitation": "inference.experiment.elicitation",
+    "narrow_to_broad": "inference.experiment.narrow_to_broad",
+    "incontext": "inference.experiment.incontext",
 }
 DEFAULT_KIND = "personas"
 #: the configs shipped with the toolkit (package data)
