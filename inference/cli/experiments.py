@@ -1,6 +1,6 @@
 """The experiment commands of ``psm``: ``run``, ``demo`` and ``pretrain``.
 
-    psm run CONFIG.toml --out DIR [--seed S] [--overwrite] [--quiet]
+    psm run CONFIG.toml --out DIR [--seed S] [--device cpu|cuda|auto] [--overwrite] [--quiet]
     psm demo [--out DIR] [--seed S] [--overwrite] [--quiet]
     psm pretrain [CONFIG.toml] --out DIR [--seed S] [--checkpoint-dir C --checkpoint-every N] [--resume] [--quiet]
 
@@ -15,7 +15,16 @@ from __future__ import annotations
 
 import argparse
 
-from inference.cli.args import add_out, add_quiet, add_seed, bounded_int, output_folder, path, say
+from inference.cli.args import (
+    add_device,
+    add_out,
+    add_quiet,
+    add_seed,
+    bounded_int,
+    output_folder,
+    path,
+    say,
+)
 from models.limits import MAX_STEPS
 
 DEMO_OUT = "runs/demo"
@@ -26,6 +35,7 @@ def add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=path, metavar="CONFIG.toml", help="experiment description (TOML)")
     add_out(parser)
     add_seed(parser, RUN_SEED_HELP, default=None)
+    add_device(parser)
     add_quiet(parser)
 
 
@@ -62,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the experiment described by a TOML file (any kind of :mod:`inference.experiment.kinds`)."""
     from inference.experiment.kinds import load_experiment
 
-    module, config = load_experiment(args.config, args.seed)  # the whole config, before any work
+    module, config = load_experiment(args.config, args.seed, args.device)  # the whole config, before any work
     out = output_folder(args)
     say(module.run_and_write(config, out, overwrite=args.overwrite, progress=not args.quiet))
     return 0

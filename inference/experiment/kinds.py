@@ -5,6 +5,8 @@
 =====================  ==========================================  ===========================
 ``personas`` (default) fine-tuning vs conditioning in a persona    :mod:`inference.experiment.runner`
                        world (``psm demo``; DESIGN.md §3)
+``hf``                 the comparison on a local Hugging Face       :mod:`inference.experiment.hf_runner`
+                       causal LM, personas given by prompts
 =====================  ==========================================  ===========================
 
 A kind is a module with two functions::
@@ -35,6 +37,7 @@ from models.errors import InputError
 #: kind -> module that runs it
 KINDS: dict[str, str] = {
     "personas": "inference.experiment.runner",
+    "hf": "inference.experiment.hf_runner",
 }
 DEFAULT_KIND = "personas"
 
@@ -46,12 +49,20 @@ def kind_module(kind: Any) -> ModuleType:
     return importlib.import_module(KINDS[kind])
 
 
-def load_experiment(path: str | Path, seed: int | None = None) -> tuple[ModuleType, Any]:
-    """Read, validate and (with ``seed``) re-seed the experiment at ``path``: ``(kind module, config)``."""
+def load_experiment(path: str | Path, seed: int | None = None, device: str | None = None) -> tuple[ModuleType, Any]:
+    """Read, validate and (with ``seed``, ``device``) override the experiment at ``path``: ``(kind module, config)``.
+
+    ``device`` applies to the kinds whose config has a ``device`` (a one-line error for the others).
+    """
     from inference.experiment.config import read_toml
 
     path = Path(path)
     raw = read_toml(path)
-    module = kind_module(raw.get("kind", DEFAULT_KIND))
+    kind = raw.get("kind", DEFAULT_KIND)
+    module = kind_module(kind)
     config = module.load(raw, path.parent)
+    if device is not None:
+        if not any(f.name == "device" for f in dataclasses.fields(config)):
+            raise InputError(f"--device: experiments of kind {kind!r} run on the CPU; --device applies to kind 'hf'")
+        config = dataclasses.replace(config, device=device)
     return module, (config if seed is None else dataclasses.replace(config, seed=seed))
