@@ -103,6 +103,8 @@ def load_hf_model(folder: str | os.PathLike, prompts: Sequence[PersonaPrompt] = 
             tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
         except Exception as exc:
             raise InputError(f"{folder}: no usable tokenizer ({_first_line(exc)})") from None
+    if len(tokenizer) < 2 or not _encoder(tokenizer)("The"):  # transformers 5 builds an empty one when files are missing
+        raise InputError(f"{folder}: no usable tokenizer (no tokenizer files, or an empty vocabulary)")
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if start is None:
         raise InputError(f"{folder}: the tokenizer has neither a BOS nor an EOS token to start a document with")
@@ -110,8 +112,11 @@ def load_hf_model(folder: str | os.PathLike, prompts: Sequence[PersonaPrompt] = 
     positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 10**9
     network = network.to(device=target, dtype=torch.float32)
     encode = _encoder(tokenizer)
-    return HFCausalLM(network, [encode(p.prompt) for p in prompts], start, persona_names=[p.name for p in prompts],
-                      max_positions=int(positions), tokenizer=tokenizer)
+    lm = HFCausalLM(network, [encode(p.prompt) for p in prompts], start, persona_names=[p.name for p in prompts],
+                    max_positions=int(positions), tokenizer=tokenizer)
+    if len(tokenizer) > lm.vocab_size:
+        raise InputError(f"{folder}: the tokenizer has {len(tokenizer)} tokens but the model predicts {lm.vocab_size}")
+    return lm
 
 
 def _encoder(tokenizer):
@@ -137,10 +142,12 @@ class HFCausalLM:
         Longest input the network reads.
     tokenizer : optional
         The Hugging Face tokenizer (for :meth:`encode` and :meth:`decode`).
+    vocab_size : int, optional
+        ``V``; default the rows of the network's output embedding (else ``network.config.vocab_size``).
     """
 
     def __init__(self, network: nn.Module, prompt_ids: Sequence[Sequence[int]], start_id: int, *,
-                 persona_names: Sequence[str], max_positions: int, tokenizer=None):
+                 persona_names: Sequence[str], max_positions: int, tokenizer=None, vocab_size: int | None = None):
         if len(persona_names) != len(prompt_ids):
             raise InputError(f"{len(persona_names)} persona names for {len(prompt_ids)} prompts")
         self.network = network.eval().requires_grad_(False)
@@ -148,7 +155,9 @@ class HFCausalLM:
         self.start_id, self.persona_names = int(start_id), tuple(persona_names)
         self.max_positions, self.tokenizer = int(max_positions), tokenizer
         head = network.get_output_embeddings() if hasattr(network, "get_output_embeddings") else None
-        self.vocab_size = int(head.weight.shape[0]) if head is not None else int(network.config.vocab_size)
+        if vocab_size is None:
+            vocab_size = head.weight.shape[0] if head is not None else network.config.vocab_size
+        self.vocab_size = int(vocab_size)
         # the key-value cache is ``cache`` in transformers >= 5.x, ``past_key_values`` before
         self._cache = "cache" if "cache" in inspect.signature(network.forward).parameters else "past_key_values"
 

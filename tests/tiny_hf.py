@@ -57,7 +57,7 @@ def write_tiny_gpt2(folder: Path, *, steps: int = 40, seed: int = 0) -> Path:
     """Tokenizer and a briefly pre-trained tiny GPT-2, saved into ``folder`` (module docstring)."""
     from inference.finetuning.lm_training import finetune_lm
     from models.counts import make_evidence
-    from models.hf_lm import HFCausalLM
+    from models.hf_lm import HFCausalLM, quiet_transformers
     from models.lm_text import chunk_documents, read_documents
     from models.persona_prompts import load_persona_prompts
 
@@ -80,6 +80,7 @@ def write_tiny_gpt2(folder: Path, *, steps: int = 40, seed: int = 0) -> Path:
     trained = finetune_lm(lm, evidence, method="full", steps=steps, lr=3e-3, batch_size=16, seed=seed)
     final = trained.snapshots[steps]
     folder.mkdir(parents=True, exist_ok=True)
-    final.network.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    with quiet_transformers():
+        final.network.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
     return folder
