@@ -13,10 +13,11 @@ bit-identical to an uninterrupted run.
 Devices. Batches are drawn on the CPU and moved to the device of the model's parameters;
 on a CUDA device that supports it the forward pass runs under bfloat16 autocast
 (:func:`models.devices.autocast_dtype`; the weights, gradients and AdamW state stay float32),
-on the CPU in float32. After :meth:`TrainingLoop.run`, ``seconds_per_step`` and
-``peak_memory_bytes`` say what a step cost: on CUDA the peak memory torch allocated on the
-device during the run, on the CPU the peak resident memory of the whole process so far
-(``getrusage``; it includes everything loaded before).
+on the CPU in float32. After :meth:`TrainingLoop.run`, ``seconds_per_step`` is the median over
+the steps of drawing the batch, the forward and backward passes and the AdamW update (snapshots
+and checkpoints not counted), and ``peak_memory_bytes`` the peak memory: on CUDA what torch
+allocated on the device during the run, on the CPU the peak resident memory of the whole
+process so far (``getrusage``; it includes everything loaded before).
 
 The argument checks shared by the trainers live here too.
 """
@@ -27,6 +28,7 @@ import contextlib
 import math
 import os
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -118,8 +120,9 @@ class TrainingLoop:
         bar = tqdm(total=self.steps, initial=start, desc=desc, disable=not progress, mininterval=0.5)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        loop_start = time.perf_counter()
+        durations = []
         for step in range(start, self.steps):
+            step_start = time.perf_counter()
             idx, targets = self.next_batch(self.generator, step)
             idx, targets = idx.to(self.device), targets.to(self.device)
             lr = self.lr_at(step)
@@ -130,7 +133,8 @@ class TrainingLoop:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            value = loss.item()
+            value = loss.item()  # waits for the device: the step is done
+            durations.append(time.perf_counter() - step_start)
             if not math.isfinite(value):
                 raise InputError(f"{desc}: training diverged at step {step} (loss {value}); lower the learning rate")
             losses.append(value)
@@ -142,8 +146,8 @@ class TrainingLoop:
             if self.checkpoints is not None and self.checkpoints.due(step + 1):
                 self._save(step + 1, losses)
         bar.close()
-        if self.steps > start:
-            self.seconds_per_step = (time.perf_counter() - loop_start) / (self.steps - start)
+        if durations:
+            self.seconds_per_step = statistics.median(durations)
         self.peak_memory_bytes = peak_memory_bytes(self.device)
         return torch.tensor(losses, dtype=torch.float64), time.perf_counter() - start_time
 

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from models.base_model import LanguageModel, Vocabulary, check_token_ids, choose_vocabulary, persona_components
+from models.base_model import (
+    LanguageModel,
+    Vocabulary,
+    check_token_ids,
+    choose_vocabulary,
+    persona_components,
+)
 from models.errors import InputError
 from models.predictive import mixture_logprobs
 from models.tagged_lm import TaggedLM

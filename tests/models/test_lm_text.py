@@ -16,7 +16,7 @@ def _encode(text):  # one token per character: easy to check by hand
 
 def test_a_folder_with_a_manifest_and_a_gzipped_file(tmp_path):
     (tmp_path / "b.txt").write_text("bbbb")
-    (tmp_path / "a.txt.gz").write_bytes(gzip.compress("aaaa".encode()))
+    (tmp_path / "a.txt.gz").write_bytes(gzip.compress(b"aaaa"))
     (tmp_path / "notes.md").write_text("ignored")
     (tmp_path / "manifest.jsonl").write_text(json.dumps({"file": "a.txt", "author": "A"}) + "\n")
     docs = read_documents(tmp_path)
