@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 OUT    ?= runs/demo
 
-.PHONY: demo test install install-dev lint bench clean
+.PHONY: demo test install install-dev lint notebooks clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,14 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: install
-	$(VENV)/bin/psm demo --out $(OUT)
+	$(VENV)/bin/psm demo --out $(OUT) --overwrite
 
 test: install-dev
 	$(PY) -m pytest --durations=15
+
+# Execute every notebook at full size and commit-ready: outputs kept, volatile metadata stripped.
+notebooks: install-dev
+	$(PY) notebooks/execute.py
 
 lint: install-dev
 	$(VENV)/bin/ruff check models inference tests benchmarks

@@ -49,6 +49,9 @@ _EXPORTS = {
     "beta_star": "inference.comparison.kl",
     "project": "inference.comparison.projection",
     "Projection": "inference.comparison.projection",
+    "decompose": "inference.comparison.decomposition",
+    "Decomposition": "inference.comparison.decomposition",
+    "decomposition_interval": "inference.comparison.decomposition",
     "attribute": "inference.comparison.attribution",
     "Attribution": "inference.comparison.attribution",
     "heldout_elpd": "inference.comparison.elpd",
@@ -58,12 +61,15 @@ _EXPORTS = {
     "run_experiment": "inference.experiment.runner",
     "run_hf": "inference.experiment.hf_runner",
     "write_experiment": "inference.experiment.report",
+    "load_sweep": "inference.experiment.sweep",
+    "run_sweep": "inference.experiment.sweep_output",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names load on first use
     from inference.comparison.attribution import Attribution, attribute  # noqa: F401
+    from inference.comparison.decomposition import Decomposition, decompose, decomposition_interval  # noqa: F401
     from inference.comparison.elpd import heldout_elpd  # noqa: F401
     from inference.comparison.kl import beta_star, kl, kl_by_beta, mean_kl  # noqa: F401
     from inference.comparison.projection import Projection, project  # noqa: F401
@@ -76,6 +82,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load o
     from inference.experiment.hf_runner import run_hf  # noqa: F401
     from inference.experiment.report import write_experiment  # noqa: F401
     from inference.experiment.runner import run_experiment  # noqa: F401
+    from inference.experiment.sweep import load_sweep  # noqa: F401
+    from inference.experiment.sweep_output import run_sweep  # noqa: F401
     from inference.finetuning.baselines import ngram_table, train_from_scratch  # noqa: F401
     from inference.finetuning.lm_training import LMFinetuneResult, finetune_lm  # noqa: F401
     from inference.finetuning.prequential import prequential_code_length  # noqa: F401

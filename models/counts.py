@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from models.errors import InputError
-from models.personas import load_npz
+from models.limits import MAX_TOKENS
+from models.npz import load_npz
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ class Evidence:
 def make_evidence(tokens, mask=None, vocab_size: int | None = None) -> Evidence:
     """Validate arrays and build :class:`Evidence`.
 
-    Raises :class:`InputError` for a wrong shape or dtype, tokens outside
+    Raises :class:`InputError` for a wrong shape or dtype, more than
+    :data:`~models.limits.MAX_TOKENS` token positions (``D * T``, context
+    tokens included; checked before any copy), tokens outside
     ``[0, vocab_size)``, a mask of another shape, and empty or all-masked
     evidence.
     """
@@ -76,6 +79,9 @@ def make_evidence(tokens, mask=None, vocab_size: int | None = None) -> Evidence:
         raise InputError(f"tokens must be [documents, tokens], got shape {tokens.shape}")
     if tokens.shape[0] == 0 or tokens.shape[1] == 0:
         raise InputError(f"evidence is empty (tokens has shape {tokens.shape})")
+    if int(tokens.shape[0]) * int(tokens.shape[1]) > MAX_TOKENS:
+        raise InputError(f"evidence of {tokens.shape[0]} x {tokens.shape[1]} tokens is too large "
+                         f"(limit {MAX_TOKENS:.0e} tokens)")
     high = np.iinfo(np.int64).max if vocab_size is None else vocab_size - 1  # uint64 may not fit in int64
     if tokens.min() < 0 or tokens.max() > high:
         bound = f"[0, {vocab_size})" if vocab_size is not None else "[0, 2**63)"
@@ -95,8 +101,12 @@ def make_evidence(tokens, mask=None, vocab_size: int | None = None) -> Evidence:
 
 
 def load_evidence(path: str | os.PathLike, vocab_size: int | None = None) -> Evidence:
-    """Read evidence from ``.npz`` (``tokens`` and an optional ``mask``)."""
-    arrays = load_npz(path, required=("tokens",))
+    """Read evidence from ``.npz`` (``tokens`` and an optional ``mask``).
+
+    Arrays of more than :data:`~models.limits.MAX_TOKENS` entries are refused from their
+    headers, before they are read.
+    """
+    arrays = load_npz(path, required=("tokens",), max_entries=MAX_TOKENS)
     try:
         return make_evidence(arrays["tokens"], arrays.get("mask"), vocab_size)
     except InputError as exc:
@@ -114,13 +124,16 @@ def feature_index(tokens: Tensor, vocab_size: int, order: int) -> Tensor:
     Position 0 gets ``x_0``; position ``t`` gets ``V + ctx_t * V + x_t``, with
     context positions before the document start reading as ``x_0``.
     """
-    D, T = tokens.shape
+    tokens = tokens.long()  # [D, T] (no copy when already int64)
     V = vocab_size
-    t = torch.arange(T)
-    ctx = torch.zeros(D, T, dtype=torch.long)  # [D, T]
-    for j in range(order):  # loop over context slots, not tokens
-        ctx = ctx * V + tokens[:, (t - order + j).clamp(min=0)]
-    features = V + ctx * V + tokens  # [D, T]
+    if order == 0:
+        features = tokens + V  # [D, T]
+    else:  # in place on one [D, T] buffer: ctx, then V + ctx * V + x_t
+        t = torch.arange(tokens.shape[1])
+        features = tokens[:, (t - order).clamp(min=0)]  # [D, T] first context slot
+        for j in range(1, order):  # loop over context slots, not tokens
+            features.mul_(V).add_(tokens[:, (t - order + j).clamp(min=0)])
+        features.mul_(V).add_(tokens).add_(V)
     features[:, 0] = tokens[:, 0]
     return features
 
@@ -211,6 +224,7 @@ def count_transitions(evidence: Evidence, vocab_size: int, order: int) -> Transi
 def total_counts(evidence: Evidence, vocab_size: int, order: int) -> Tensor:
     """Feature counts summed over all documents, ``[F]`` float64: the cheap global statistic."""
     F = vocab_size * (1 + vocab_size**order)
-    features = feature_index(evidence.tokens, vocab_size, order)[evidence.mask]  # [N]
+    features = feature_index(evidence.tokens, vocab_size, order)  # [D, T]
+    features = features.flatten() if bool(evidence.mask.all()) else features[evidence.mask]  # [N]
     return torch.bincount(features, minlength=F).to(torch.float64)
 

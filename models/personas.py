@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from models.errors import InputError
-from models.limits import check_seed, check_sizes
+from models.limits import MAX_TABLE_ENTRIES, check_seed, check_sizes
+from models.npz import load_npz  # noqa: F401 (public here too)
 
 #: how far a probability row may be from summing to one
 SUM_TOLERANCE = 1e-6
@@ -48,6 +48,12 @@ SUM_TOLERANCE = 1e-6
 @dataclass(frozen=True)
 class MarkovPersonas:
     """A set of ``K`` Markov personas with a prior over them.
+
+    Built directly or by :func:`make_personas`, the tables are validated (shapes,
+    one floating dtype, finite, non-negative, rows summing to one) with the same
+    one-line :class:`~models.errors.InputError` as :func:`make_personas`. Methods
+    that derive personas from validated ones (:meth:`subset`, :meth:`with_prior`,
+    :meth:`to`) skip the table checks.
 
     Attributes
     ----------
@@ -62,6 +68,17 @@ class MarkovPersonas:
     prior: Tensor
     init: Tensor
     trans: Tensor
+
+    def __post_init__(self) -> None:
+        check_tables(self.prior, self.init, self.trans)
+
+    @classmethod
+    def _derived(cls, prior: Tensor, init: Tensor, trans: Tensor) -> MarkovPersonas:
+        """Personas built from validated ones, without checking the tables again."""
+        new = object.__new__(cls)
+        for name, value in (("prior", prior), ("init", init), ("trans", trans)):
+            object.__setattr__(new, name, value)
+        return new
 
     @property
     def num_personas(self) -> int:
@@ -84,17 +101,36 @@ class MarkovPersonas:
         """Entries of the flat log table: ``V + V**order * V``."""
         return self.vocab_size * (1 + self.num_contexts)
 
-    def log_table(self) -> Tensor:
-        """Flat log-probability table ``[K, F]`` (first token, then transitions)."""
-        K = self.num_personas
-        table = torch.cat([self.init, self.trans.reshape(K, -1)], dim=-1)  # [K, F]
-        return table.log()
+    def log_table(self, columns: Tensor | None = None) -> Tensor:
+        """Flat log-probability table ``[K, F]`` (first token, then transitions).
+
+        Parameters
+        ----------
+        columns : Tensor, optional
+            ``[C]`` int64 flat feature indices: only these columns, ``[K, C]``, are built (one
+            gather and an in-place log; the exact global posterior needs only the features the
+            evidence holds). The result is a fresh tensor the caller may change in place.
+        """
+        K, V = self.num_personas, self.vocab_size
+        trans = self.trans.reshape(K, -1)  # [K, V**order * V], a view
+        if columns is None:
+            return torch.cat([self.init, trans], dim=-1).log()  # [K, F]
+        table = trans.index_select(1, (columns - V).clamp(min=0))  # [K, C]
+        first = columns < V  # [C] columns of the first-token row
+        if first.any():
+            table[:, first] = self.init[:, columns[first]]
+        return table.log_()
 
     def subset(self, index: Tensor | list[int]) -> MarkovPersonas:
         """The personas at ``index``, with their prior renormalised."""
         index = torch.as_tensor(index, dtype=torch.long)
+        if index.dim() != 1 or len(index) == 0:
+            raise InputError(f"subset needs a non-empty list of persona indices, got shape {tuple(index.shape)}")
         prior = self.prior[index]
-        return MarkovPersonas(prior / prior.sum(), self.init[index], self.trans[index])
+        total = float(prior.sum())
+        if not total > 0:
+            raise InputError(f"personas {index.tolist()[:10]} have prior probability 0 in total: cannot renormalise")
+        return MarkovPersonas._derived(prior / total, self.init[index], self.trans[index])
 
     def with_prior(self, prior: Tensor) -> MarkovPersonas:
         """The same personas under another prior."""
@@ -102,10 +138,10 @@ class MarkovPersonas:
         check_probabilities(prior, "prior")
         if prior.shape != (self.num_personas,):
             raise InputError(f"prior has shape {tuple(prior.shape)}, expected ({self.num_personas},)")
-        return MarkovPersonas(prior, self.init, self.trans)
+        return MarkovPersonas._derived(prior, self.init, self.trans)
 
     def to(self, dtype: torch.dtype) -> MarkovPersonas:
-        return MarkovPersonas(self.prior.to(dtype), self.init.to(dtype), self.trans.to(dtype))
+        return MarkovPersonas._derived(self.prior.to(dtype), self.init.to(dtype), self.trans.to(dtype))
 
 
 @dataclass(frozen=True)
@@ -143,28 +179,38 @@ def anchored_table_prior(personas: MarkovPersonas, strength: float = 50.0, floor
 
 
 def check_probabilities(p: Tensor, name: str) -> None:
-    """Raise :class:`InputError` unless the last axis of ``p`` holds distributions."""
+    """Raise :class:`InputError` unless the last axis of ``p`` holds distributions.
+
+    Rows may be off one by ``SUM_TOLERANCE`` (or by the rounding of the dtype over a
+    row, if larger). Two passes over ``p`` (min/max, then the row sums), no large temporaries.
+    """
     if not torch.is_floating_point(p):
         raise InputError(f"{name} must hold floating-point probabilities, got dtype {p.dtype}")
     if p.numel() == 0:
         raise InputError(f"{name} is empty")
-    if not torch.isfinite(p).all():
+    low, high = torch.aminmax(p)  # NaN propagates into both
+    if not (torch.isfinite(low) and torch.isfinite(high)):
         raise InputError(f"{name} has NaN or infinite entries")
-    if (p < 0).any():
+    if low < 0:
         raise InputError(f"{name} has negative entries")
     worst = (p.sum(-1) - 1).abs().max().item()
-    if worst > SUM_TOLERANCE:
+    if worst > max(SUM_TOLERANCE, p.shape[-1] * torch.finfo(p.dtype).eps):
         raise InputError(f"{name} rows must sum to one (off by up to {worst:.3g})")
 
 
-def make_personas(prior, init, trans) -> MarkovPersonas:
-    """Validate arrays and build :class:`MarkovPersonas` in float64."""
-    arrays = {"prior": prior, "init": init, "trans": trans}
-    for name, a in arrays.items():
-        a = np.asarray(a)
-        if not np.issubdtype(a.dtype, np.floating):
+def check_tables(prior: Tensor, init: Tensor, trans: Tensor) -> None:
+    """One-line :class:`InputError` unless ``prior``, ``init``, ``trans`` are valid persona tensors.
+
+    Shapes ``[K]``, ``[K, V]``, ``[K] + [V] * (order + 1)`` with ``K >= 1``, ``V >= 2``; one
+    floating dtype; every row a distribution (:func:`check_probabilities`).
+    """
+    for name, a in (("prior", prior), ("init", init), ("trans", trans)):
+        if not isinstance(a, Tensor):
+            raise InputError(f"{name} must be a torch.Tensor, got {type(a).__name__} (make_personas takes arrays)")
+        if not torch.is_floating_point(a):
             raise InputError(f"{name} must hold floating-point probabilities, got dtype {a.dtype}")
-    prior, init, trans = (torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in arrays.values())
+    if not prior.dtype == init.dtype == trans.dtype:
+        raise InputError(f"prior, init and trans must share one dtype, got {prior.dtype}, {init.dtype}, {trans.dtype}")
     if init.dim() != 2:
         raise InputError(f"init must be [K, V], got shape {tuple(init.shape)}")
     K, V = init.shape
@@ -178,7 +224,17 @@ def make_personas(prior, init, trans) -> MarkovPersonas:
     check_probabilities(prior, "prior")
     check_probabilities(init, "init")
     check_probabilities(trans, "trans")
-    return MarkovPersonas(prior, init, trans)
+
+
+def make_personas(prior, init, trans) -> MarkovPersonas:
+    """Validate arrays and build :class:`MarkovPersonas` in float64."""
+    arrays = {"prior": prior, "init": init, "trans": trans}
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        if not np.issubdtype(a.dtype, np.floating):
+            raise InputError(f"{name} must hold floating-point probabilities, got dtype {a.dtype}")
+    prior, init, trans = (torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in arrays.values())
+    return MarkovPersonas(prior, init, trans)  # validated in __post_init__
 
 
 def random_personas(
@@ -240,7 +296,7 @@ def save_personas(path: str | os.PathLike, personas: MarkovPersonas) -> None:
 
 def load_personas(path: str | os.PathLike) -> MarkovPersonas:
     """Read and validate personas written by :func:`save_personas`."""
-    arrays = load_npz(path, required=("prior", "init", "trans"))
+    arrays = load_npz(path, required=("prior", "init", "trans"), max_entries=MAX_TABLE_ENTRIES)
     personas = make_personas(arrays["prior"], arrays["init"], arrays["trans"])
     if "order" in arrays:
         order = np.asarray(arrays["order"])
@@ -249,23 +305,3 @@ def load_personas(path: str | os.PathLike) -> MarkovPersonas:
         if int(order) != personas.order:
             raise InputError(f"{path}: 'order' says {int(order)} but trans has {personas.order} context axes")
     return personas
-
-
-def load_npz(path: str | os.PathLike, required: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Load an ``.npz`` without pickles; one-line errors for missing, corrupt or incomplete files."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'no such file'}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    # zipfile and NumPy raise many types for corrupt files (BadZipFile, EOFError, KeyError,
-    # NotImplementedError for an unknown compression flag, zlib.error, MemoryError for a huge
-    # declared shape, ...): nothing else happens in this block, so every failure means "unreadable".
-    except Exception as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: not a readable .npz file ({first_line})") from None
-    missing = [name for name in required if name not in arrays]
-    if missing:
-        raise InputError(f"{path}: missing array(s) {', '.join(missing)} (has {', '.join(arrays) or 'none'})")
-    return arrays

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import sys
 
-from inference.cli import conditioning, experiments, sbc
+from inference.cli import conditioning, experiments, sbc, sweep
 from inference.cli.args import Command, Parser, UsageError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -45,6 +45,8 @@ COMMANDS: list[Command] = [
     Command("pretrain", "pre-train the base model of a world and save its checkpoint",
             experiments.add_pretrain, experiments.cmd_pretrain),
     Command("sbc", "simulation-based calibration of a model and inference method", sbc.add_sbc, sbc.cmd_sbc),
+    Command("sweep", "the exhaustiveness measure over a grid of seeds, methods and sizes (Ray optional)",
+            sweep.add_sweep, sweep.cmd_sweep),
 ]
 
 

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from inference.conditioning import exact
 from inference.conditioning.posterior import Posterior
-from models.counts import Evidence, count_transitions, total_counts
+from models.counts import Evidence, TransitionCounts, count_transitions, total_counts
 from models.errors import InputError
 from models.limits import EVIDENCE_MODELS, EXACT_DRAWS, check_seed
 from models.mixture import persona_model
@@ -80,6 +80,27 @@ def condition(
     -------
     Posterior
     """
+    beta, seed, alpha_vec = _check_request(personas, evidence, model, method, beta, alpha, table_prior, seed, options)
+    pyro.clear_param_store()
+    start = time.perf_counter()
+    common = dict(model=model, method=method, beta=beta, personas=personas, evidence=evidence, alpha=alpha_vec,
+                  table_prior=table_prior)
+    if model == "global" and method == "exact":  # summed counts only: no per-document pass
+        posterior = _global_exact(common, seed)
+    else:
+        counts = _document_counts(personas, evidence, model, beta, table_prior)
+        if method == "exact":
+            posterior = _mixture_exact(common, counts, seed)
+        else:
+            posterior = _condition_sampled(common, counts, seed, progress, options)
+    posterior.seconds = time.perf_counter() - start
+    return posterior
+
+
+def _check_request(personas: MarkovPersonas, evidence: Evidence, model: str, method: str, beta: float,
+                   alpha: float | Tensor, table_prior: TablePrior | None, seed: int, options: dict[str, Any]
+                   ) -> tuple[float, int, Tensor | None]:
+    """One-line errors for every bad argument of :func:`condition`; returns (beta, seed, alpha vector)."""
     _check_choice("model", model, EVIDENCE_MODELS)
     _check_choice("method", method, METHODS)
     beta = _check_beta(beta)
@@ -96,63 +117,73 @@ def condition(
         )
     if model == "mixture" and method == "exact" and table_prior is not None:
         raise InputError("exact conditioning of the mixture model needs known persona tables; use method 'svi' or 'mcmc'")
+    if model == "mixture" and method != "exact" and personas.num_personas == 1:
+        if table_prior is None:
+            raise InputError("with one persona the mixture weights are certain (w = [1]) and there is nothing to "
+                             "sample: use method 'exact'")
+        raise InputError("with one persona the mixture model is the global model (w = [1]): use model 'global' "
+                         "with the same table prior (psm: --model global-tables)")
     if options and method == "exact":
         raise InputError(f"method 'exact' takes no engine options, got {', '.join(sorted(options))}")
-    pyro.clear_param_store()
-    start = time.perf_counter()
+    return beta, seed, alpha_vec
+
+
+def _document_counts(personas: MarkovPersonas, evidence: Evidence, model: str, beta: float,
+                     table_prior: TablePrior | None) -> TransitionCounts:
+    """The per-document counting pass (mixture model, SVI and MCMC), with the mixture's validity check."""
     counts = count_transitions(evidence, personas.vocab_size, personas.order)
     if model == "mixture" and table_prior is None and beta > 0:  # svi/mcmc would meet NaN gradients
         possible = torch.isfinite(counts.loglik(personas.log_table()[:, None, :])).any(0)  # [D]
         if not possible.all():
             raise InputError(f"evidence document {int((~possible).nonzero()[0])} has zero probability under every "
                              "persona (a transition no persona allows)")
-    common = dict(model=model, method=method, beta=beta, personas=personas, evidence=evidence, counts=counts,
-                  alpha=alpha_vec, table_prior=table_prior)
-    if method == "exact":
-        posterior = _condition_exact(common, seed)
+    return counts
+
+
+def _global_exact(common: dict, seed: int) -> Posterior:
+    """Enumeration of the global model over the summed counts: ``P(h | D)``, and iid draws."""
+    personas, evidence, table_prior = common["personas"], common["evidence"], common["table_prior"]
+    beta, (chains, draws), K = common["beta"], EXACT_DRAWS, personas.num_personas
+    gen = torch.Generator().manual_seed(seed)
+    totals = total_counts(evidence, personas.vocab_size, personas.order)  # [F]
+    if table_prior is None:
+        log_w, log_z = exact.global_posterior_of(personas, totals, beta)  # only the columns the evidence reaches
     else:
-        posterior = _condition_sampled(common, seed, progress, options)
-    posterior.seconds = time.perf_counter() - start
-    return posterior
+        log_w, log_z = exact.global_posterior_dirichlet(personas.prior.log(), table_prior, totals, beta)
+    weights = log_w.exp()
+    persona = torch.multinomial(weights, chains * draws, replacement=True, generator=gen).reshape(chains, draws)
+    weight_samples, tables = weights.expand(chains, draws, K), None
+    if table_prior is not None:  # joint draws: h ~ P(h | D), then row h from its posterior, the others from the prior
+        updated = _sample_row_posteriors(exact.dirichlet_row_posterior(table_prior, totals, beta), chains * draws, gen)
+        prior_rows = _sample_row_posteriors(table_prior.flat(), chains * draws, gen)  # [S, K, F]
+        wrote = torch.nn.functional.one_hot(persona.flatten(), K).bool()[..., None]  # [S, K, 1]
+        tables = torch.where(wrote, updated, prior_rows).reshape(chains, draws, K, -1)
+        weight_samples = _global_weight_samples(personas, tables, totals, beta)
+    return Posterior(**common, weights=weights, weight_samples=weight_samples,
+                     persona_samples=persona, table_samples=tables, log_evidence=float(log_z),
+                     diagnostics={"method": "enumeration"})
 
 
-def _condition_exact(common: dict, seed: int) -> Posterior:
-    personas, evidence, counts = common["personas"], common["evidence"], common["counts"]
-    beta, chains, draws = common["beta"], *EXACT_DRAWS
+def _mixture_exact(common: dict, counts: TransitionCounts, seed: int) -> Posterior:
+    """Enumeration of the mixture model's count states: ``E[w | D]``, and exact draws of ``w`` and ``z``."""
+    personas, beta, (chains, draws) = common["personas"], common["beta"], EXACT_DRAWS
     K = personas.num_personas
     gen = torch.Generator().manual_seed(seed)
-    if common["model"] == "global":
-        totals = total_counts(evidence, personas.vocab_size, personas.order)
-        table_prior = common["table_prior"]
-        if table_prior is None:
-            log_w, log_z = exact.global_posterior(personas.prior.log(), personas.log_table(), totals, beta)
-        else:
-            log_w, log_z = exact.global_posterior_dirichlet(personas.prior.log(), table_prior, totals, beta)
-        weights = log_w.exp()
-        persona = torch.multinomial(weights, chains * draws, replacement=True, generator=gen).reshape(chains, draws)
-        weight_samples, tables = weights.expand(chains, draws, K), None
-        if table_prior is not None:  # joint draws: h ~ P(h | D), then row h from its posterior, the others from the prior
-            seen = _sample_row_posteriors(exact.dirichlet_row_posterior(table_prior, totals, beta), chains * draws, gen)
-            unseen = _sample_row_posteriors(table_prior.flat(), chains * draws, gen)  # [S, K, F]
-            wrote = torch.nn.functional.one_hot(persona.flatten(), K).bool()[..., None]  # [S, K, 1]
-            tables = torch.where(wrote, seen, unseen).reshape(chains, draws, K, -1)
-            weight_samples = _global_weight_samples(personas, tables, totals, beta)
-        return Posterior(**common, weights=weights, weight_samples=weight_samples,
-                         persona_samples=persona, table_samples=tables, log_evidence=float(log_z),
-                         diagnostics={"method": "enumeration"})
     doc_loglik = counts.loglik(personas.log_table()[:, None, :]).T  # [D, K]
     result = exact.mixture_posterior(doc_loglik, common["alpha"], beta)
     w = result.sample_weights(chains * draws, seed=seed).reshape(chains, draws, K)
     persona = _sample_assignments(w, doc_loglik, beta, gen)
     return Posterior(**common, weights=result.mean_weights, weight_samples=w, persona_samples=persona,
-                     log_evidence=float(result.log_evidence),
+                     log_evidence=float(result.log_evidence), _counts=counts,
                      diagnostics={"method": "enumeration", "count_states": int(result.count_states.shape[0])})
 
 
-def _condition_sampled(common: dict, seed: int, progress: bool, options: dict) -> Posterior:
+def _condition_sampled(common: dict, counts: TransitionCounts, seed: int, progress: bool, options: dict
+                       ) -> Posterior:
+    """SVI or NUTS over the continuous latents, the discrete ones recovered per draw."""
     from inference.conditioning import mcmc, svi
 
-    personas, evidence, counts = common["personas"], common["evidence"], common["counts"]
+    personas, evidence = common["personas"], common["evidence"]
     model_kwargs = dict(
         tokens=evidence.tokens, mask=evidence.mask, counts=counts, evidence=common["model"],
         beta=common["beta"], alpha=common["alpha"], table_prior=common["table_prior"],
@@ -167,11 +198,11 @@ def _condition_sampled(common: dict, seed: int, progress: bool, options: dict) -
     if common["model"] == "mixture":
         weight_samples = samples["w"]
     else:
-        totals = total_counts(evidence, personas.vocab_size, personas.order)
+        totals = counts.totals()  # [F], the same sums as total_counts
         weight_samples = _global_weight_samples(personas, tables, totals, common["beta"])
     return Posterior(**common, weights=weight_samples.mean((0, 1)), weight_samples=weight_samples,
                      persona_samples=result.discrete["persona"], table_samples=tables,
-                     diagnostics=result.diagnostics, engine=result,
+                     diagnostics=result.diagnostics, engine=result, _counts=counts,
                      diverging=getattr(result, "diverging", None))
 
 

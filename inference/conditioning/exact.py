@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from models.errors import InputError
-from models.personas import TablePrior
+from models.personas import MarkovPersonas, TablePrior
 
 #: the mixture forward pass refuses problems with more count states than this
 MAX_COUNT_STATES = 2_000_000
@@ -54,6 +54,14 @@ def global_posterior(log_prior: Tensor, log_table: Tensor, totals: Tensor, beta:
     seen = totals.nonzero().squeeze(-1)  # only observed features: 0 * log 0 never happens
     loglik = (log_table[:, seen] * totals[seen]).sum(-1)  # [K]
     return _normalise(log_prior + _temper(loglik, beta))
+
+
+def global_posterior_of(personas: MarkovPersonas, totals: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    """:func:`global_posterior` of ``personas`` (same result, bit for bit), building only the
+    log-table columns the evidence reaches, in place: one ``[K, S]`` buffer for ``S`` seen features."""
+    seen = totals.nonzero().squeeze(-1)  # [S]
+    terms = personas.log_table(seen).mul_(totals[seen])  # [K, S] n_f log table[h, f]
+    return _normalise(personas.prior.log() + _temper(terms.sum(-1), beta))
 
 
 def global_posterior_dirichlet(

@@ -17,7 +17,7 @@ import contextlib
 import inspect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyro
@@ -49,17 +49,20 @@ class LatentSites:
         Pyro trace nodes of the continuous latents, in model order.
     discrete : dict of str to tuple of int
         Discrete (enumerated) latents and the shape of one draw (its plate sizes).
+    certain : dict of str to Tensor
+        Discrete latents whose support has one value (e.g. a persona among one), and that value.
     """
 
     continuous: dict[str, dict]
     discrete: dict[str, tuple[int, ...]]
+    certain: dict[str, Tensor] = field(default_factory=dict)
 
 
 def latent_sites(model: Callable, args: tuple, kwargs: dict[str, Any]) -> LatentSites:
     """Run ``model`` once forward and sort its unobserved sample sites into continuous and discrete."""
     with torch.no_grad(), torch.random.fork_rng():
         trace = poutine.trace(model).get_trace(*args, **kwargs)
-    continuous, discrete = {}, {}
+    continuous, discrete, certain = {}, {}, {}
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
             continue
@@ -68,11 +71,15 @@ def latent_sites(model: Callable, args: tuple, kwargs: dict[str, Any]) -> Latent
         if site["infer"].get("enumerate") or site["fn"].support.is_discrete:
             frames = sorted(site["cond_indep_stack"], key=lambda f: f.dim)
             discrete[name] = tuple(f.size for f in frames if f.vectorized)
+            if getattr(site["fn"], "has_enumerate_support", False):
+                support = site["fn"].enumerate_support(expand=False)  # [n, 1, ...]
+                if support.shape[0] == 1:
+                    certain[name] = support.reshape(-1)[0]
         else:
             continuous[name] = site
     if not continuous:
         raise InputError("the model has no continuous latent site to infer (make the weights or tables uncertain)")
-    return LatentSites(continuous, discrete)
+    return LatentSites(continuous, discrete, certain)
 
 
 def make_guide(name: str, model: Callable, sites: LatentSites) -> Callable:
@@ -159,6 +166,9 @@ def recover_discrete(
     vectorised ``Predictive``; ``persona_model`` with known tables does). Otherwise
     (e.g. table rows in the ``personas`` plate) one ``infer_discrete`` call per draw.
 
+    Sites with a single possible value (:attr:`LatentSites.certain`) take it without
+    ``infer_discrete`` (Pyro's enumeration drops a dimension of size one).
+
     Parameters
     ----------
     samples : dict of str to Tensor
@@ -174,6 +184,8 @@ def recover_discrete(
     if not sites.discrete:
         return {}
     num = len(next(iter(samples.values())))
+    if sites.certain.keys() == sites.discrete.keys():  # nothing to infer
+        return {name: sites.certain[name].long().expand(num, *shape).clone() for name, shape in sites.discrete.items()}
     batched = all(not site["cond_indep_stack"] for site in sites.continuous.values())
     step = DISCRETE_CHUNK if batched else 1
     out: dict[str, list[Tensor]] = {name: [] for name in sites.discrete}

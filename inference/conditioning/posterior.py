@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.counts import Evidence, TransitionCounts, feature_index
+from models.counts import Evidence, TransitionCounts, count_transitions, feature_index
 from models.limits import check_seed
 from models.personas import MarkovPersonas, TablePrior
 from models.predictive import mixture_predictive
@@ -58,7 +58,8 @@ class Posterior:
     evidence : Evidence
         The evidence conditioned on.
     counts : TransitionCounts
-        Its sufficient statistics.
+        Its per-document sufficient statistics: counted on first use and cached
+        (the exact global posterior needs only their sum over documents).
     weights : Tensor
         ``[K]`` posterior persona probabilities: ``P(h = k | D)`` (global) or ``E[w_k | D]`` (mixture).
     weight_samples : Tensor
@@ -92,7 +93,6 @@ class Posterior:
     beta: float
     personas: MarkovPersonas
     evidence: Evidence
-    counts: TransitionCounts
     weights: Tensor
     weight_samples: Tensor
     persona_samples: Tensor
@@ -104,6 +104,15 @@ class Posterior:
     seconds: float = 0.0
     engine: Any = None
     diverging: Tensor | None = None
+    #: the per-document statistics when the conditioning already counted them
+    _counts: TransitionCounts | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def counts(self) -> TransitionCounts:
+        """Per-document sufficient statistics of the evidence (counted on first use, then cached)."""
+        if self._counts is None:
+            self._counts = count_transitions(self.evidence, self.personas.vocab_size, self.personas.order)
+        return self._counts
 
     def predictive(self, contexts: Tensor) -> Tensor:
         """Posterior predictive next-token log-probabilities with in-context updating.

@@ -34,10 +34,7 @@ uniform (a quantity chosen by the *true* ``h`` would not be: the true value
 and the posterior draws would no longer be exchangeable). It is the row the
 evidence informs most. Persona and table draws are joint for every method.
 
-Uniformity: ranks are put into ``B`` bins of (nearly) equal probability
-(``B = min(20, L + 1, N // 5)``, at least 2; expected counts from the exact
-bin widths) and compared with a chi-square test; ``min_p_value`` is the
-smallest over parameters (compare it with ``level / num_parameters``).
+Uniformity: a chi-square test over near-equal bins of ranks (:mod:`inference.conditioning.sbc_ranks`).
 
 ``beta`` is the exponent the method conditions with; simulations always use
 ``beta = 1``, so ``beta != 1`` is a deliberately mis-calibrated posterior
@@ -54,7 +51,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -74,62 +71,21 @@ from inference.conditioning.sbc_models import (  # noqa: F401 (re-exported)
     MODELS,
     WORLD_SIZES,
 )
+from inference.conditioning.sbc_ranks import (  # noqa: F401 (re-exported: the public SBC API)
+    BAND,
+    MAX_BINS,
+    SBCResult,
+    bin_edges,
+    default_bins,
+    plot_ranks,
+    rank_histogram,
+    rank_statistic,
+    uniformity_p_value,
+)
 from models.counts import Evidence, make_evidence, total_counts
 from models.errors import InputError
 from models.mixture import persona_model
 from models.personas import MarkovPersonas, TablePrior, anchored_table_prior, random_personas
-
-MAX_BINS = 20
-#: the band drawn around a uniform histogram
-BAND = 0.99
-
-
-@dataclass(frozen=True)
-class SBCResult:
-    """The result of :func:`simulation_based_calibration`.
-
-    Attributes
-    ----------
-    model, method : str
-        SBC model (``MODELS``) and inference method.
-    num_sims, num_draws : int
-        ``N`` simulations and ``L`` posterior draws per simulation.
-    ranks : dict of str to numpy.ndarray
-        ``[N]`` int64 rank in ``0..L`` of the true value of each parameter.
-    p_values : dict of str to float
-        Chi-square p-value of uniform ranks, per parameter.
-    min_p_value : float
-        The smallest of ``p_values``.
-    num_bins : int
-        Bins of the chi-square test and of the histograms.
-    seconds : float
-        Wall time of the whole run.
-    options : dict
-        The world and engine settings used (JSON-ready).
-    diagnostics : dict
-        Engine summaries over simulations (SVI convergence, MCMC divergences and ESS).
-    """
-
-    model: str
-    method: str
-    num_sims: int
-    num_draws: int
-    ranks: dict[str, np.ndarray]
-    p_values: dict[str, float]
-    min_p_value: float
-    num_bins: int
-    seconds: float
-    options: dict[str, Any] = field(default_factory=dict)
-    diagnostics: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """What ``psm sbc`` writes to ``sbc.json``."""
-        return {
-            "model": self.model, "method": self.method, "num_sims": self.num_sims, "num_draws": self.num_draws,
-            "ranks": {k: v.tolist() for k, v in self.ranks.items()}, "p_value": dict(self.p_values),
-            "min_p_value": self.min_p_value, "num_bins": self.num_bins, "seconds": self.seconds,
-            "options": self.options, "diagnostics": self.diagnostics,
-        }
 
 
 @dataclass(frozen=True)
@@ -220,24 +176,13 @@ def simulation_based_calibration(
     seed = _check_int("seed", seed, 0, 2**32 - 1)
     num_draws = _check_int("num_draws", num_draws, 1, MAX_DRAWS)
     thin = _check_int("thin", thin, 1, 1000)
-    if num_bins is None:
-        num_bins = _default_bins(num_sims, num_draws)
-    num_bins = _check_int("num_bins", num_bins, 2, num_draws + 1)
-    if method == "exact" and engine_options:
-        raise InputError(f"method 'exact' takes no engine options, got {', '.join(sorted(engine_options))}")
-    if method == "svi" and engine_options.get("guide") is not None:
-        from inference.conditioning.latents import GUIDES
-
-        if engine_options["guide"] not in GUIDES:
-            raise InputError(f"unknown SVI guide {engine_options['guide']!r}; choose one of {', '.join(GUIDES)}")
+    num_bins = _check_int("num_bins", default_bins(num_sims, num_draws) if num_bins is None else num_bins,
+                          2, num_draws + 1)
+    _check_engine_options(method, engine_options)
     default_docs, default_len = WORLD_SIZES[model]
     num_docs = _check_int("num_docs", default_docs if num_docs is None else num_docs, 1, 10_000)
     doc_len = _check_int("doc_len", default_len if doc_len is None else doc_len, 1, 10_000)
-    for name, value in (("alpha", alpha), ("table_strength", table_strength), ("concentration", concentration)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise InputError(f"{name} must be a finite number > 0, got {value!r}")
-    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
-        raise InputError(f"beta must be a finite number >= 0, got {beta!r}")
+    _check_world(alpha, table_strength, concentration, beta)
 
     start = time.perf_counter()
     personas = random_personas(num_personas, vocab_size, order, concentration, seed=seed)
@@ -252,29 +197,53 @@ def simulation_based_calibration(
         table_prior=anchored_table_prior(personas, table_strength) if model == "global-tables" else None,
         beta=float(beta), num_draws=num_draws, thin=thin, engine=engine,
     )
+    ranks, engine_stats = _simulate_and_rank(setup, num_sims, seed, progress)
+    p_values = {name: uniformity_p_value(r, num_draws, num_bins) for name, r in ranks.items()}
+    options = dict(num_personas=num_personas, vocab_size=vocab_size, order=order, concentration=concentration,
+                   num_docs=num_docs, doc_len=doc_len, beta=float(beta), seed=seed,
+                   **({"alpha": alpha} if model == "mixture" else {}),
+                   **({"table_strength": table_strength} if model == "global-tables" else {}),
+                   **({"thin": thin} if method == "mcmc" else {}), engine=engine)
+    return SBCResult(model, method, num_sims, num_draws, ranks, p_values, min(p_values.values()), num_bins,
+                     time.perf_counter() - start, options, _summarise(method, engine_stats))
+
+
+def _simulate_and_rank(setup: _Setup, num_sims: int, seed: int, progress: bool
+                       ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """For each simulation: truth and evidence, the posterior, the rank of every truth; and the engine stats."""
     seeds = np.random.SeedSequence(seed).generate_state(3 * num_sims).reshape(num_sims, 3)  # uint32
     ranks: dict[str, list[int]] = {}
     engine_stats: list[dict[str, Any]] = []
-    for sim_seed, cond_seed, tie_seed in tqdm(seeds, disable=not progress, desc=f"SBC {model}/{method}"):
+    mixture = setup.model == "mixture"
+    for sim_seed, cond_seed, tie_seed in tqdm(seeds, disable=not progress, desc=f"SBC {setup.model}/{setup.method}"):
         truth, evidence = simulate(setup, int(sim_seed))
-        posterior = condition(personas, evidence, "mixture" if model == "mixture" else "global", method,
-                              setup.beta, alpha=setup.alpha if model == "mixture" else 1.0,
+        posterior = condition(setup.personas, evidence, "mixture" if mixture else "global", setup.method,
+                              setup.beta, alpha=setup.alpha if mixture else 1.0,
                               table_prior=setup.table_prior, seed=int(cond_seed), **setup.engine)
         draws = posterior_draws(setup, posterior)
         gen = np.random.default_rng(int(tie_seed))
         for name, value in truth.items():
             ranks.setdefault(name, []).append(rank_statistic(value, draws[name], gen))
         engine_stats.append(posterior.diagnostics)
+    return {name: np.asarray(r, dtype=np.int64) for name, r in ranks.items()}, engine_stats
 
-    rank_arrays = {name: np.asarray(r, dtype=np.int64) for name, r in ranks.items()}
-    p_values = {name: uniformity_p_value(r, num_draws, num_bins) for name, r in rank_arrays.items()}
-    options = dict(num_personas=num_personas, vocab_size=vocab_size, order=order, concentration=concentration,
-                   num_docs=num_docs, doc_len=doc_len, beta=float(beta), seed=seed,
-                   **({"alpha": alpha} if model == "mixture" else {}),
-                   **({"table_strength": table_strength} if model == "global-tables" else {}),
-                   **({"thin": thin} if method == "mcmc" else {}), engine=engine)
-    return SBCResult(model, method, num_sims, num_draws, rank_arrays, p_values, min(p_values.values()), num_bins,
-                     time.perf_counter() - start, options, _summarise(method, engine_stats))
+
+def _check_engine_options(method: str, engine_options: dict[str, Any]) -> None:
+    if method == "exact" and engine_options:
+        raise InputError(f"method 'exact' takes no engine options, got {', '.join(sorted(engine_options))}")
+    if method == "svi" and engine_options.get("guide") is not None:
+        from inference.conditioning.latents import GUIDES
+
+        if engine_options["guide"] not in GUIDES:
+            raise InputError(f"unknown SVI guide {engine_options['guide']!r}; choose one of {', '.join(GUIDES)}")
+
+
+def _check_world(alpha: float, table_strength: float, concentration: float, beta: float) -> None:
+    for name, value in (("alpha", alpha), ("table_strength", table_strength), ("concentration", concentration)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise InputError(f"{name} must be a finite number > 0, got {value!r}")
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+        raise InputError(f"beta must be a finite number >= 0, got {beta!r}")
 
 
 def simulate(setup: _Setup, seed: int) -> tuple[dict[str, Tensor], Evidence]:
@@ -341,41 +310,6 @@ def _select(samples: Tensor, setup: _Setup) -> Tensor:
     return out
 
 
-def rank_statistic(truth: Tensor | float, draws: Tensor | np.ndarray, gen: np.random.Generator) -> int:
-    """Rank of ``truth`` among ``draws`` ``[L]``: draws below it, plus a uniform share of the ties.
-
-    Returns an integer in ``0..L``, uniform there when ``truth`` and the draws are exchangeable.
-    """
-    draws = torch.as_tensor(draws)
-    truth = torch.as_tensor(truth, dtype=draws.dtype)
-    below, ties = int((draws < truth).sum()), int((draws == truth).sum())
-    return below + int(gen.integers(0, ties + 1))
-
-
-def bin_edges(num_draws: int, num_bins: int) -> np.ndarray:
-    """``[B + 1]`` integer edges splitting the ranks ``0..L`` into ``B`` bins of near-equal size."""
-    return np.floor(np.arange(num_bins + 1) * (num_draws + 1) / num_bins).astype(np.int64)
-
-
-def rank_histogram(ranks: np.ndarray, num_draws: int, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Counts ``[B]`` of ``ranks`` per bin, and the probability ``[B]`` of each bin under uniform ranks."""
-    edges = bin_edges(num_draws, num_bins)
-    counts = np.bincount(np.searchsorted(edges, ranks, side="right") - 1, minlength=num_bins)
-    return counts, np.diff(edges) / (num_draws + 1)
-
-
-def uniformity_p_value(ranks: np.ndarray, num_draws: int, num_bins: int) -> float:
-    """p-value of Pearson's chi-square test that ``ranks`` are uniform on ``0..num_draws``."""
-    from scipy.stats import chisquare
-
-    counts, probs = rank_histogram(np.asarray(ranks), num_draws, num_bins)
-    return float(chisquare(counts, len(ranks) * probs).pvalue)
-
-
-def _default_bins(num_sims: int, num_draws: int) -> int:
-    return max(2, min(MAX_BINS, num_draws + 1, num_sims // 5))
-
-
 def _summarise(method: str, stats: list[dict[str, Any]]) -> dict[str, Any]:
     if method == "svi":
         return {"converged_fraction": float(np.mean([s["converged"] for s in stats])),
@@ -385,43 +319,6 @@ def _summarise(method: str, stats: list[dict[str, Any]]) -> dict[str, Any]:
         return {"divergences": int(sum(s["divergences"] for s in stats)),
                 "median_ess_min": float(np.median(ess)) if ess else float("nan")}
     return {}
-
-
-def plot_ranks(result: SBCResult):
-    """Rank histograms, one panel per parameter, with the 99% band of a uniform histogram.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from scipy.stats import binom
-
-    names = list(result.ranks)
-    cols = min(4, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-    edges = bin_edges(result.num_draws, result.num_bins)
-    for ax, name in zip(axes.flat, names, strict=False):
-        counts, probs = rank_histogram(result.ranks[name], result.num_draws, result.num_bins)
-        low = binom.ppf((1 - BAND) / 2, result.num_sims, probs)  # [B]
-        high = binom.ppf(1 - (1 - BAND) / 2, result.num_sims, probs)
-        ax.stairs(high, edges, baseline=low, fill=True, color="0.85", label=f"{BAND:.0%} band")
-        ax.stairs(result.num_sims * probs, edges, color="0.5", linestyle="--")
-        ax.stairs(counts, edges, color="C0", linewidth=1.5, label="ranks")
-        ax.set_title(f"{name}  (p = {result.p_values[name]:.3g})", fontsize=9)
-        ax.set_xlabel(f"rank among {result.num_draws} draws", fontsize=8)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(names):]:
-        ax.set_visible(False)
-    axes[0, 0].set_ylabel("simulations")
-    fig.suptitle(f"SBC: {result.model} / {result.method}, N = {result.num_sims}, "
-                 f"min p = {result.min_p_value:.3g}", fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int:

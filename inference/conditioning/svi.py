@@ -60,20 +60,16 @@ training had ended resumes straight to the draws.
 
 from __future__ import annotations
 
-import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
 from pyro.infer import SVI, TraceEnum_ELBO
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from inference.conditioning.latents import (
     GUIDES,
@@ -86,8 +82,9 @@ from inference.conditioning.latents import (
     make_guide,
     recover_discrete,
 )
-from inference.storage.checkpoints import Checkpoints, open_checkpoints
-from inference.storage.encoding import fingerprint, rng_state, set_rng_state
+from inference.conditioning.svi_training import ConvergenceRule, SVIOptions, train  # noqa: F401 (re-exported)
+from inference.storage.checkpoints import open_checkpoints
+from inference.storage.encoding import fingerprint
 from models.errors import InputError
 
 #: gradient norm clipping of the optimiser
@@ -205,6 +202,47 @@ def run_svi(
         from a different run.
     """
     check_unknown_options("SVI", unknown, run_svi)
+    opts = _check_options(guide, num_steps, lr, lr_decay, num_samples, num_particles, tol, patience, smoothing)
+    kwargs, train_kwargs = _split_subsample(args, model_kwargs, subsample_size)
+
+    def run() -> dict[str, Any]:  # the fingerprint a checkpoint must carry (hashes the data: only when used)
+        return {"engine": "svi", "seed": seed, **_fingerprint_options(opts, train_kwargs),
+                "model": fingerprint(model), "data": fingerprint(args, model_kwargs)}
+
+    store = open_checkpoints(checkpoint_dir, checkpoint_every, resume, kind="svi", run=run)
+    pyro.set_rng_seed(seed)
+    pyro.clear_param_store()
+    start = time.perf_counter()
+    sites = latent_sites(model, args, kwargs)
+    guide_fn = make_guide(opts.guide_name, model, sites)
+    elbo = TraceEnum_ELBO(max_plate_nesting=MAX_PLATE_NESTING, num_particles=opts.num_particles)
+    decay = opts.lr_decay ** (1.0 / opts.num_steps)  # per step, so the last step runs at lr * lr_decay
+    optim = pyro.optim.ClippedAdam({"lr": opts.lr, "lrd": decay, "clip_norm": CLIP_NORM})
+    state = train(SVI(model, guide_fn, optim, elbo), guide_fn, args, train_kwargs, opts, store, resume, progress)
+    samples = draw_guide(guide_fn, args, kwargs, list(sites.continuous), opts.num_samples)  # name -> [S, ...]
+    discrete = recover_discrete(model, args, kwargs, samples, sites, progress=progress)
+    params = {name: value.detach().clone() for name, value in pyro.get_param_store().items()}
+    diagnostics = {
+        "final_elbo": -float(state.rule.smoothed), "final_loss": float(state.losses[-1]),
+        "steps": len(state.losses), "converged": bool(state.converged), "guide": opts.guide_name,
+        "subsample_size": train_kwargs.get("subsample_size"),
+    }
+    return SVIResult(
+        params=params,
+        losses=torch.tensor(state.losses, dtype=torch.float64),
+        samples={k: v.unsqueeze(0) for k, v in samples.items()},
+        discrete={k: v.unsqueeze(0) for k, v in discrete.items()},
+        diagnostics=diagnostics,
+        steps=len(state.losses),
+        converged=bool(state.converged),
+        seconds=time.perf_counter() - start,
+        resumed_from=state.resumed_from,
+    )
+
+
+def _check_options(guide: str, num_steps: int, lr: float, lr_decay: float, num_samples: int, num_particles: int,
+                   tol: float, patience: int, smoothing: float) -> SVIOptions:
+    """The options of :func:`run_svi`, checked in this order (one-line :class:`InputError`)."""
     if guide not in GUIDES:
         raise InputError(f"unknown SVI guide {guide!r}; choose one of {', '.join(GUIDES)}")
     num_steps = check_int("num_steps", num_steps, 1)
@@ -219,159 +257,16 @@ def run_svi(
     smoothing = check_positive("smoothing", smoothing, allow_zero=True)
     if smoothing >= 1:
         raise InputError(f"smoothing must lie in [0, 1), got {smoothing}")
-    kwargs, train_kwargs = _split_subsample(args, model_kwargs, subsample_size)
-
-    def run() -> dict[str, Any]:  # the fingerprint a checkpoint must carry (hashes the data: only when used)
-        return {
-            "engine": "svi", "seed": seed, "guide": guide, "num_steps": num_steps, "lr": lr, "lr_decay": lr_decay,
-            "subsample_size": train_kwargs.get("subsample_size"), "num_samples": num_samples,
-            "num_particles": num_particles, "tol": tol, "patience": patience, "smoothing": smoothing,
-            "model": fingerprint(model), "data": fingerprint(args, model_kwargs),
-        }
-
-    store = open_checkpoints(checkpoint_dir, checkpoint_every, resume, kind="svi", run=run)
-
-    pyro.set_rng_seed(seed)
-    pyro.clear_param_store()
-    start = time.perf_counter()
-    sites = latent_sites(model, args, kwargs)
-    guide_name = "dirichlet" if guide == "auto" else guide
-    guide_fn = make_guide(guide_name, model, sites)
-    elbo = TraceEnum_ELBO(max_plate_nesting=MAX_PLATE_NESTING, num_particles=num_particles)
-    decay = lr_decay ** (1.0 / num_steps)  # per step, so the last step runs at lr * lr_decay
-    svi = SVI(model, guide_fn, pyro.optim.ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": CLIP_NORM}), elbo)
-
-    rule = ConvergenceRule(tol, patience, smoothing)
-    losses: list[float] = []
-    converged = finished = False
-    resumed_from = None
-    latest = store.latest() if store is not None and resume else None
-    if latest is not None:
-        resumed_from, state = latest
-        losses, converged, finished = _restore_svi(state, svi, guide_fn, args, train_kwargs, rule, store)
-        if len(losses) != resumed_from or len(losses) > num_steps:
-            raise InputError(f"{store.directory}: damaged SVI checkpoint ({len(losses)} losses at step {resumed_from})")
-    with tqdm(total=num_steps, initial=len(losses), disable=not progress, desc=f"SVI ({guide_name})") as bar:
-        for step in range(len(losses), 0 if finished else num_steps):
-            loss = float(svi.step(*args, **train_kwargs))
-            losses.append(loss)
-            finite = math.isfinite(loss)
-            if not finite:
-                warnings.warn(f"SVI stopped at step {step}: the loss is {loss}", RuntimeWarning, stacklevel=2)
-            else:
-                converged = rule.update(loss)
-                bar.update()
-                if step % 50 == 0:
-                    bar.set_postfix(loss=f"{rule.smoothed:.5g}")
-            finished = not finite or converged or len(losses) == num_steps
-            if store is not None and (finished or store.due(len(losses))):
-                store.save(len(losses), _svi_state(svi, losses, rule, converged, finished))
-            if finished:
-                break
-
-    samples = draw_guide(guide_fn, args, kwargs, list(sites.continuous), num_samples)  # name -> [S, ...]
-    discrete = recover_discrete(model, args, kwargs, samples, sites, progress=progress)
-    params = {name: value.detach().clone() for name, value in pyro.get_param_store().items()}
-    steps = len(losses)
-    diagnostics = {
-        "final_elbo": -float(rule.smoothed),
-        "final_loss": float(losses[-1]),
-        "steps": steps,
-        "converged": bool(converged),
-        "guide": guide_name,
-        "subsample_size": train_kwargs.get("subsample_size"),
-    }
-    return SVIResult(
-        params=params,
-        losses=torch.tensor(losses, dtype=torch.float64),
-        samples={k: v.unsqueeze(0) for k, v in samples.items()},
-        discrete={k: v.unsqueeze(0) for k, v in discrete.items()},
-        diagnostics=diagnostics,
-        steps=steps,
-        converged=bool(converged),
-        seconds=time.perf_counter() - start,
-        resumed_from=resumed_from,
-    )
+    return SVIOptions(guide, num_steps, lr, lr_decay, num_samples, num_particles, tol, patience, smoothing)
 
 
-def _svi_state(svi: SVI, losses: list[float], rule: ConvergenceRule, converged: bool, finished: bool
-               ) -> dict[str, Any]:
-    """The checkpointed state of a training loop (module docstring)."""
-    store = pyro.get_param_store()
-    params = {name: value.detach() for name, value in store.named_parameters()}  # unconstrained
+def _fingerprint_options(opts: SVIOptions, train_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The options a checkpoint must have been written with (same keys and order as before the split)."""
     return {
-        "params": params,
-        "constraints": {name: str(c) for name, c in store.get_state()["constraints"].items()},
-        "optim": svi.optim.get_state(),  # param name -> torch optimiser state_dict
-        "losses": torch.tensor(losses, dtype=torch.float64),
-        "rule": {"smoothed": rule.smoothed, "calm": rule.calm},
-        "converged": bool(converged),
-        "finished": bool(finished),
-        "rng": rng_state(),
+        "guide": opts.guide, "num_steps": opts.num_steps, "lr": opts.lr, "lr_decay": opts.lr_decay,
+        "subsample_size": train_kwargs.get("subsample_size"), "num_samples": opts.num_samples,
+        "num_particles": opts.num_particles, "tol": opts.tol, "patience": opts.patience, "smoothing": opts.smoothing,
     }
-
-
-def _restore_svi(state: dict[str, Any], svi: SVI, guide: Callable, args: tuple, train_kwargs: dict[str, Any],
-                 rule: ConvergenceRule, checkpoints: Checkpoints) -> tuple[list[float], bool, bool]:
-    """Put a checkpointed state back: params in place, optimiser state, rule, RNG; returns (losses, converged, finished)."""
-    where = checkpoints.directory
-    poutine.trace(guide).get_trace(*args, **train_kwargs)  # creates the guide's params (draws are discarded)
-    store = pyro.get_param_store()
-    live = dict(store.named_parameters())
-    try:
-        saved, optim = state["params"], state["optim"]
-        kinds = {name: str(c) for name, c in store.get_state()["constraints"].items()}
-        if set(saved) != set(live) or state["constraints"] != kinds:
-            raise InputError(f"{where}: checkpoint parameters {sorted(saved)} do not match the guide's {sorted(live)}")
-        for name, value in saved.items():
-            if value.shape != live[name].shape or value.dtype != live[name].dtype:
-                raise InputError(f"{where}: checkpoint parameter {name} is {tuple(value.shape)} {value.dtype}, "
-                                 f"expected {tuple(live[name].shape)} {live[name].dtype}")
-        if not isinstance(optim, dict) or not set(optim) <= set(live) or not all(
-            isinstance(sd["param_groups"], list) and all(isinstance(g["params"], list) for g in sd["param_groups"])
-            and all(isinstance(v, (int, float)) or (isinstance(v, Tensor) and v.shape == live[name].shape)
-                    for entry in sd["state"].values() for v in entry.values())
-            for name, sd in optim.items()
-        ):
-            raise InputError(f"{where}: checkpoint optimiser state does not match the guide's parameters")
-        losses = state["losses"]
-        if losses.dtype != torch.float64 or losses.dim() != 1 or not len(losses):
-            raise InputError(f"{where}: checkpoint losses must be a non-empty float64 vector")
-        smoothed, calm = float(state["rule"]["smoothed"]), int(state["rule"]["calm"])
-        converged, finished = bool(state["converged"]), bool(state["finished"])
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"{where}: damaged SVI checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
-    with torch.no_grad():
-        for name, value in saved.items():
-            live[name].copy_(value)  # in place: the guide and the param store keep the same tensors
-    svi.optim.set_state(optim)  # consumed when each parameter's optimiser is created
-    rule.smoothed, rule.calm = smoothed, calm
-    set_rng_state(state.get("rng"), where)
-    return losses.tolist(), converged, finished
-
-
-@dataclass
-class ConvergenceRule:
-    """Relative change of an exponentially smoothed loss below ``tol`` for ``patience`` steps."""
-
-    tol: float
-    patience: int
-    smoothing: float
-    smoothed: float = math.nan
-    calm: int = 0
-
-    def update(self, loss: float) -> bool:
-        """Feed one loss; return whether training has converged."""
-        if math.isnan(self.smoothed):
-            self.smoothed = loss
-            return False
-        previous = self.smoothed
-        self.smoothed = self.smoothing * previous + (1 - self.smoothing) * loss
-        change = abs(self.smoothed - previous) / max(abs(self.smoothed), 1.0)
-        self.calm = self.calm + 1 if change < self.tol else 0
-        return self.calm >= self.patience
 
 
 def _split_subsample(args: tuple, model_kwargs: dict[str, Any], subsample_size: int | None

@@ -2,8 +2,11 @@
 
 An experiment file has a top-level ``seed`` and the tables ``[world]``,
 ``[base]``, ``[finetune]``, ``[compare]`` and one ``[[arms]]`` table per
-evidence arm. Every key is optional except the arms; the defaults are the
-``psm demo`` experiment. Example::
+evidence arm. Every key is optional: an empty file is the ``psm demo`` experiment
+(its world, arms, fine-tuning and comparisons, and the shipped base checkpoint, which
+``base.checkpoint = "auto"`` picks whenever the world and ``[base]`` are the ones it was
+trained with; change them and a base is pre-trained for the new world first). The whole
+file is validated before any work. Example::
 
     seed = 0
     [world]
@@ -66,7 +69,7 @@ class BaseConfig:
     batch_size: int = 128
     lr: float = 6e-3
     p_tag: float = 0.5
-    checkpoint: str = ""  # a checkpoint folder; "default" is the one shipped for the default world
+    checkpoint: str = "auto"  # "auto": the shipped one if it fits, else pre-train; "default"; "" (pre-train); a folder
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,7 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
 
 def resolve_paths(config: ExperimentConfig, folder: Path) -> ExperimentConfig:
     """``base.checkpoint`` relative to ``folder`` (the config file's), unless absolute or ``default``."""
-    if config.base.checkpoint and config.base.checkpoint != "default":
+    if config.base.checkpoint not in ("", "auto", "default"):
         ckpt = Path(config.base.checkpoint)
         if not ckpt.is_absolute():
             ckpt = folder / ckpt
@@ -207,11 +210,18 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
 
 
 def validate(config: ExperimentConfig) -> None:
-    """Range checks; each error names its key."""
-    w, b, f, c = config.world, config.base, config.finetune, config.compare
-    for key, seed in (("seed", config.seed), ("world.seed", w.seed)):
+    """Range checks of the whole config; each error names its key."""
+    for key, seed in (("seed", config.seed), ("world.seed", config.world.seed)):
         if not 0 <= seed <= MAX_SEED:
             raise InputError(f"{key} must lie in [0, {MAX_SEED}], got {seed!r}")
+    _validate_world(config.world)
+    _validate_base(config.base, config.world)
+    _validate_finetune(config.finetune)
+    _validate_compare(config.compare, config.world)
+    _validate_arms(config.arms, config.world, config.compare)
+
+
+def _validate_world(w: WorldConfig) -> None:
     _positive("world.num_personas", w.num_personas)
     _at_least("world.vocab_size", w.vocab_size, 2)
     _at_least("world.order", w.order, 0)
@@ -224,6 +234,9 @@ def validate(config: ExperimentConfig) -> None:
         raise InputError(f"[world]: {exc}") from None
     for key in ("corpus_docs", "heldout_contexts"):
         check_tokens(f"world.{key} x world.doc_len", getattr(w, key) * w.doc_len)
+
+
+def _validate_base(b: BaseConfig, w: WorldConfig) -> None:
     for key in ("n_layer", "n_head", "n_embd", "steps", "batch_size"):
         _positive(f"base.{key}", getattr(b, key))
     if b.n_embd % b.n_head:
@@ -236,6 +249,9 @@ def validate(config: ExperimentConfig) -> None:
     _positive("base.lr", b.lr)
     if not 0 <= b.p_tag <= 1:
         raise InputError(f"base.p_tag must lie in [0, 1], got {b.p_tag}")
+
+
+def _validate_finetune(f: FinetuneConfig) -> None:
     if f.method not in FINETUNE_METHODS:
         raise InputError(f"finetune.method must be one of {', '.join(FINETUNE_METHODS)}, got {f.method!r}")
     for key in ("steps", "batch_size", "rank", "k", "scratch_steps", "prequential_blocks", "prequential_steps"):
@@ -243,6 +259,9 @@ def validate(config: ExperimentConfig) -> None:
     _positive("finetune.lr", f.lr)
     if not f.snapshots or sorted(set(f.snapshots)) != list(f.snapshots) or f.snapshots[0] != 0 or f.snapshots[-1] > f.steps:
         raise InputError(f"finetune.snapshots must rise strictly from 0 to at most finetune.steps, got {list(f.snapshots)}")
+
+
+def _validate_compare(c: CompareConfig, w: WorldConfig) -> None:
     if len(c.betas) < 2 or any(not (math.isfinite(x) and x >= 0) for x in c.betas):
         raise InputError(f"compare.betas needs at least two finite values >= 0, got {list(c.betas)}")
     if c.bootstrap_refit not in ("none", "full"):
@@ -254,10 +273,13 @@ def validate(config: ExperimentConfig) -> None:
         _positive(f"compare.{key}", getattr(c, key))
     if not 0 < c.attribution_prompt_len < w.doc_len:
         raise InputError(f"compare.attribution_prompt_len must lie in (0, world.doc_len={w.doc_len})")
-    names = [arm.name for arm in config.arms]
+
+
+def _validate_arms(arms: tuple[ArmConfig, ...], w: WorldConfig, c: CompareConfig) -> None:
+    names = [arm.name for arm in arms]
     if len(set(names)) != len(names):
         raise InputError(f"arms: names must be unique, got {names}")
-    for i, arm in enumerate(config.arms):
+    for i, arm in enumerate(arms):
         key = f"arms[{i}]"
         if arm.persona != "novel" and not (isinstance(arm.persona, int) and 0 <= arm.persona < w.num_personas):
             raise InputError(f"{key}.persona must be 'novel' or an index in [0, {w.num_personas}), got {arm.persona!r}")
@@ -266,6 +288,9 @@ def validate(config: ExperimentConfig) -> None:
         check_tokens(f"{key}.num_docs x {key}.doc_len", arm.num_docs * arm.doc_len)
         check_tokens(f"compare.elpd_docs x {key}.doc_len", c.elpd_docs * arm.doc_len)
         _positive(f"{key}.concentration", arm.concentration)
+        if arm.doc_len > w.doc_len:
+            raise InputError(f"{key}.doc_len = {arm.doc_len} is longer than the world's documents "
+                             f"(world.doc_len = {w.doc_len}): the base never read positions beyond them")
         if not 0 <= arm.prompt_len < arm.doc_len:
             raise InputError(f"{key}.prompt_len must lie in [0, {key}.doc_len), got {arm.prompt_len}")
         if not arm.name.replace("_", "").replace("-", "").isalnum():

@@ -74,8 +74,10 @@ def run_and_write(config: ExperimentConfig, out, *, overwrite: bool = False, pro
              f"in {summary['timing']['seconds']:.1f} s; wrote {len(names)} files to {out}/:",
              f"  {out}/summary.json  (every number)", f"  {out}/report.md  (findings and figures)"]
     for arm in summary["arms"]:
-        lines.append(f"  arm {arm['arm']}: E_true={_short(arm['exhaustiveness_true'][-1])}, "
-                     f"E_self={_short(arm['exhaustiveness_self'][-1])}, beta*={_short(arm['beta_star'][-1])}")
+        e = ", ".join(f"E_{key}={_short(arm[f'exhaustiveness_{key}'][-1])} "
+                      f"[{_short(arm[f'exhaustiveness_ci_{key}'][-1][0])}, {_short(arm[f'exhaustiveness_ci_{key}'][-1][1])}]"
+                      for key in ("true", "self"))
+        lines.append(f"  arm {arm['arm']}: {e}, beta*={_short(arm['beta_star'][-1])} (last step; 90% intervals)")
     return "\n".join(lines)
 
 

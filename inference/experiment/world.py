@@ -91,18 +91,43 @@ def pretrain_base(config: ExperimentConfig, world: World, progress: bool = False
     return model
 
 
+def base_source(config: ExperimentConfig) -> Path | None:
+    """Where the base comes from: a checkpoint folder, or None to pre-train one now.
+
+    ``base.checkpoint``: ``"auto"`` (the default) is the shipped checkpoint when the world and
+    the ``[base]`` settings are the ones it was trained with (the demo's; the experiment seed
+    does not matter, as in ``psm demo --seed``), else pre-training; ``"default"`` is the shipped
+    checkpoint, always; ``""`` always pre-trains; anything else is a checkpoint folder.
+    """
+    choice = config.base.checkpoint
+    if choice == "":
+        return None
+    if choice == "default":
+        return DEFAULT_CHECKPOINT
+    if choice == "auto":
+        shipped = json.loads((DEFAULT_CHECKPOINT / "base.json").read_text())["base"]
+        trained_on = json.loads((DEFAULT_CHECKPOINT / "world.json").read_text())
+        settings = {k: v for k, v in dataclasses.asdict(config.base).items() if k != "checkpoint"}
+        same_base = settings == {k: v for k, v in shipped.items() if k != "checkpoint"}
+        return DEFAULT_CHECKPOINT if same_base and _same_world(trained_on, config) else None
+    return Path(choice)
+
+
+def _same_world(trained_on: dict[str, Any], config: ExperimentConfig) -> bool:
+    ours = {k: v for k, v in dataclasses.asdict(config.world).items() if k not in HELDOUT_FIELDS}
+    return {k: v for k, v in trained_on.items() if k not in HELDOUT_FIELDS} == ours
+
+
 def load_base(config: ExperimentConfig, world: World, progress: bool = False) -> PersonaLM:
-    """The base model: the configured checkpoint, or pre-trained now when none is set."""
-    if not config.base.checkpoint:
+    """The base model: from :func:`base_source`'s checkpoint, or pre-trained now."""
+    path = base_source(config)
+    if path is None:
         return pretrain_base(config, world, progress)
-    path = DEFAULT_CHECKPOINT if config.base.checkpoint == "default" else Path(config.base.checkpoint)
     model = load_checkpoint(path)
     world_file = path / "world.json"
-    if world_file.is_file():
-        trained_on = {k: v for k, v in json.loads(world_file.read_text()).items() if k not in HELDOUT_FIELDS}
-        if trained_on != {k: v for k, v in dataclasses.asdict(config.world).items() if k not in HELDOUT_FIELDS}:
-            raise InputError(f"{path}: the base checkpoint was trained on another world ({world_file}); "
-                             "set base.checkpoint = \"\" to pre-train one for this world")
+    if world_file.is_file() and not _same_world(json.loads(world_file.read_text()), config):
+        raise InputError(f"{path}: the base checkpoint was trained on another world ({world_file}); "
+                         "set base.checkpoint = \"\" to pre-train one for this world")
     if model.config != model_config(config):
         raise InputError(f"{path}: checkpoint sizes {model.config} do not match [base]/[world] of the config")
     return model

@@ -1,9 +1,18 @@
+import zipfile
+
 import numpy as np
 import pytest
 import torch
 
-from models.counts import count_transitions, feature_index, make_evidence, total_counts
+from models.counts import (
+    count_transitions,
+    feature_index,
+    load_evidence,
+    make_evidence,
+    total_counts,
+)
 from models.errors import InputError
+from models.limits import MAX_TOKENS
 from models.personas import random_personas
 
 
@@ -69,3 +78,19 @@ def test_bad_evidence_is_refused_in_one_line(tokens, mask, message):
     with pytest.raises(InputError, match=message) as err:
         make_evidence(tokens, mask, vocab_size=4)
     assert "\n" not in str(err.value)
+
+
+def test_evidence_above_max_tokens_is_refused_before_any_copy():
+    rows = MAX_TOKENS // 1000 + 1
+    view = np.broadcast_to(np.zeros(1, dtype=np.int64), (rows, 1000))  # 50,001,000 tokens, 8 bytes of memory
+    with pytest.raises(InputError, match=f"evidence of {rows} x 1000 tokens is too large") as err:
+        make_evidence(view, vocab_size=4)
+    assert "\n" not in str(err.value)
+
+
+def test_load_evidence_refuses_arrays_above_max_tokens_from_their_header(tmp_path):
+    path = tmp_path / "evidence.npz"
+    with zipfile.ZipFile(path, "w") as z, z.open("tokens.npy", "w") as f:  # no data: only the header is read
+        np.lib.format.write_array_header_1_0(f, {"descr": "<i8", "fortran_order": False, "shape": (10**5, 10**4)})
+    with pytest.raises(InputError, match=r"'tokens' of shape \(100000, 10000\) has 1000000000 entries \(limit 5e\+07\)"):
+        load_evidence(path)

@@ -1,9 +1,16 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from inference.conditioning.condition import condition
+from models.counts import make_evidence, save_evidence
 from models.errors import InputError
-from models.personas import anchored_table_prior
+from models.mixture import simulate_corpus
+from models.personas import anchored_table_prior, make_personas, random_personas, save_personas
 from models.predictive import mixture_predictive
 
 
@@ -95,3 +102,95 @@ def test_mixture_exact_with_uncertain_tables_is_refused(tiny_world):
     personas, ev, _ = tiny_world
     with pytest.raises(InputError, match="svi"):
         condition(personas, ev, model="mixture", method="exact", table_prior=anchored_table_prior(personas))
+
+
+def test_global_exact_counts_per_document_only_when_asked(tiny_world, monkeypatch):
+    """The exact global posterior needs only the summed counts; ``Posterior.counts`` (the
+    per-document pass) runs on first use, once, and equals the direct count."""
+    from inference.conditioning import condition as condition_module
+    from inference.conditioning import posterior as posterior_module
+    from models.counts import count_transitions
+
+    personas, ev, _ = tiny_world
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return count_transitions(*args, **kwargs)
+
+    monkeypatch.setattr(condition_module, "count_transitions", counting)
+    monkeypatch.setattr(posterior_module, "count_transitions", counting)
+    for table_prior in (None, anchored_table_prior(personas, 30.0)):
+        calls.clear()
+        post = condition(personas, ev, table_prior=table_prior)
+        assert calls == []
+        ll = post.doc_log_likelihood()
+        assert calls == [1] and ll.shape == (*post.weight_samples.shape[:2], ev.num_docs)
+        post.to_arviz()
+        assert calls == [1]  # cached
+    expected = count_transitions(ev, personas.vocab_size, personas.order)
+    for name in ("doc", "feature", "count"):
+        assert torch.equal(getattr(post.counts, name), getattr(expected, name))
+
+
+def test_the_mixture_validity_check_still_runs(tiny_world):
+    personas, ev, _ = tiny_world
+    init = personas.init.clone()
+    init[:, 0], init[:, 1] = 0.0, init[:, 0] + init[:, 1]  # no persona starts a document with token 0
+    blocked = make_personas(personas.prior, init, personas.trans)
+    tokens = ev.tokens.clone()
+    tokens[:, 0] = 1
+    tokens[3, 0] = 0  # only document 3 starts with it
+    with pytest.raises(InputError, match="evidence document 3 has zero probability under every persona"):
+        condition(blocked, make_evidence(tokens.numpy()), model="mixture", method="svi", num_steps=2)
+    with pytest.raises(InputError, match="zero probability under every persona"):
+        condition(blocked, make_evidence(tokens.numpy()))  # global exact: from the summed counts
+
+
+@pytest.fixture
+def one_persona():
+    personas = random_personas(1, 4, order=1, concentration=0.7, seed=3)
+    tokens, _ = simulate_corpus(personas, 5, 8, seed=4)
+    return personas, make_evidence(tokens.numpy())
+
+
+def test_one_persona_mixture_is_exact_and_sampling_it_is_refused_in_one_line(one_persona, capfd):
+    personas, ev = one_persona
+    post = condition(personas, ev, model="mixture", method="exact")
+    assert post.weights.tolist() == [1.0] and (post.persona_samples == 0).all()
+    doc_ll = post.counts.loglik(personas.log_table()[:, None, :])  # [1, D]
+    assert post.log_evidence == pytest.approx(float(doc_ll.sum()))
+    for method, options in (("svi", dict(num_steps=5)), ("mcmc", dict(num_samples=5, warmup_steps=5))):
+        with pytest.raises(InputError, match="w = \\[1\\].*use method 'exact'") as err:
+            condition(personas, ev, model="mixture", method=method, **options)
+        assert "\n" not in str(err.value)
+        with pytest.raises(InputError, match="use model 'global'") as err:
+            condition(personas, ev, model="mixture", method=method, table_prior=anchored_table_prior(personas), **options)
+        assert "\n" not in str(err.value)
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("method, options", [("svi", dict(num_steps=20, num_samples=10)),
+                                             ("mcmc", dict(num_chains=1, num_samples=10, warmup_steps=10))])
+def test_one_persona_global_tables_samples_without_pyro_warnings(one_persona, recwarn, method, options):
+    personas, ev = one_persona
+    post = condition(personas, ev, model="global", method=method, table_prior=anchored_table_prior(personas, 10.0),
+                     **options)
+    assert (post.persona_samples == 0).all() and post.persona_samples.shape == post.weight_samples.shape[:2]
+    assert torch.equal(post.weights, torch.ones(1, dtype=post.weights.dtype))
+    assert [str(w.message) for w in recwarn if issubclass(w.category, UserWarning)] == []
+
+
+def test_cli_one_persona_mixture_svi_exits_2_with_one_line_and_no_warning(one_persona, tmp_path):
+    personas, ev = one_persona
+    save_personas(tmp_path / "one.npz", personas)
+    save_evidence(tmp_path / "ev.npz", ev)
+    out = tmp_path / "out"
+    script = shutil.which("psm", path=str(Path(sys.executable).parent))
+    command = [script] if script else [sys.executable, "-m", "inference.cli"]
+    argv = ["condition", "--personas", tmp_path / "one.npz", "--evidence", tmp_path / "ev.npz", "--model", "mixture",
+            "--method", "svi", "--num-steps", "5", "--out", out, "--quiet"]
+    result = subprocess.run(command + [str(a) for a in argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("psm: error: "), result.stderr
+    assert "use method 'exact'" in result.stderr

@@ -6,6 +6,7 @@ import torch
 from inference.conditioning.exact import (
     global_posterior,
     global_posterior_dirichlet,
+    global_posterior_of,
     mixture_posterior,
 )
 from models.counts import count_transitions, total_counts
@@ -107,3 +108,13 @@ def test_impossible_evidence_is_a_clear_error(tiny_world):
     table[:, : 4] = -torch.inf  # no persona can start a document
     with pytest.raises(InputError, match="zero probability"):
         global_posterior(personas.prior.log(), table, total_counts(ev, 4, 1), 1.0)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
+def test_global_posterior_of_personas_is_global_posterior_bit_for_bit(tiny_world, beta):
+    personas, ev, _ = tiny_world
+    totals = total_counts(ev.select(torch.arange(3)), personas.vocab_size, personas.order)
+    assert (totals == 0).any()  # some features unseen: only the seen columns are built
+    fast = global_posterior_of(personas, totals, beta)
+    reference = global_posterior(personas.prior.log(), personas.log_table(), totals, beta)
+    assert all(torch.equal(a, b) for a, b in zip(fast, reference, strict=True))

@@ -128,3 +128,21 @@ def test_recovered_personas_follow_their_exact_conditional(model):
     freq = torch.nn.functional.one_hot(z, probs.shape[-1]).double().mean(0)  # [D, K]
     se = (probs * (1 - probs) / num).sqrt()
     assert torch.all((freq - probs).abs() <= 4 * se + 1e-12), (freq, probs)
+
+
+@pytest.mark.parametrize("evidence_model", ["global", "mixture"])
+def test_a_discrete_site_with_one_value_is_recovered_without_infer_discrete(evidence_model, recwarn):
+    """One persona: the persona site is certain (Pyro's enumeration would drop its size-1 dimension)."""
+    personas = random_personas(1, 4, order=1, seed=0)
+    tokens, _ = simulate_corpus(personas, 5, 6, seed=1)
+    ev = make_evidence(tokens)
+    kwargs = dict(tokens=ev.tokens, mask=ev.mask, counts=count_transitions(ev, 4, 1), evidence=evidence_model,
+                  table_prior=anchored_table_prior(personas, 10.0))
+    args = (personas, 5, 6)
+    sites = latent_sites(persona_model, args, kwargs)
+    assert set(sites.certain) == {"persona"} and int(sites.certain["persona"]) == 0
+    prior = kwargs["table_prior"]
+    samples = {"init": prior.init.expand(3, *prior.init.shape), "trans": prior.trans.expand(3, *prior.trans.shape)}
+    z = recover_discrete(persona_model, args, kwargs, samples, sites)["persona"]
+    assert z.dtype == torch.long and torch.equal(z, torch.zeros(3, *sites.discrete["persona"], dtype=torch.long))
+    assert [str(w.message) for w in recwarn if issubclass(w.category, UserWarning)] == []

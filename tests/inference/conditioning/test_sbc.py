@@ -176,3 +176,27 @@ def test_help_lists_the_models(capsys):
     text = capsys.readouterr().out
     for model, methods in sbc.MODELS.items():
         assert model in text and f"({', '.join(methods)})" in text
+
+
+@pytest.mark.parametrize("model, num_params", [("global", 1), ("mixture", 3)])
+def test_rank_plot_is_an_oo_figure_with_a_labelled_band_and_a_title_that_fits(model, num_params):
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from inference.conditioning.sbc_ranks import plot_ranks
+
+    result = sbc.simulation_based_calibration(model, "exact", 20, seed=1, num_draws=19)
+    open_before = plt.get_fignums()
+    fig = plot_ranks(result)
+    assert isinstance(fig, Figure) and plt.get_fignums() == open_before  # no pyplot state
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    title = fig.get_suptitle()
+    assert result.model in title and f"N = {result.num_sims}" in title
+    drawn, page = fig.get_tightbbox(renderer), fig.bbox_inches  # everything drawn (titles too) lies on the page
+    assert page.x0 <= drawn.x0 and drawn.x1 <= page.x1 and page.y0 <= drawn.y0 and drawn.y1 <= page.y1
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert any("99% band" in label for label in labels) and "observed ranks" in labels
+    assert sum(ax.get_visible() for ax in fig.axes) == num_params
+    assert all(ax.get_xlabel() for ax in fig.axes if ax.get_visible())

@@ -59,3 +59,24 @@ def test_bad_files(tmp_path):
     (tmp_path / "bad.toml").write_text("[world\nnum = ")
     with pytest.raises(InputError, match="not valid TOML"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_an_empty_config_is_the_demo_experiment_with_the_shipped_base(tmp_path):
+    import dataclasses
+
+    from inference.experiment.config import demo_config
+    from inference.experiment.world import DEFAULT_CHECKPOINT, base_source
+
+    (tmp_path / "empty.toml").write_text("")
+    config = load_config(tmp_path / "empty.toml")
+    assert base_source(config) == DEFAULT_CHECKPOINT  # "auto": the shipped base fits the default world
+    demo = demo_config()
+    assert dataclasses.replace(config, base=demo.base) == demo
+    other_world = dataclasses.replace(config, world=dataclasses.replace(config.world, vocab_size=12))
+    assert base_source(other_world) is None  # another world: a base is pre-trained for it
+    assert base_source(dataclasses.replace(config, base=dataclasses.replace(config.base, checkpoint=""))) is None
+
+
+def test_an_arm_longer_than_the_worlds_documents_is_refused_before_any_work():
+    with pytest.raises(InputError, match=r"arms\[0\].doc_len"):
+        config_from_dict({"world": {"doc_len": 12}, "arms": [{"name": "a", "persona": 0, "doc_len": 20}]})
