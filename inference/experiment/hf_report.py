@@ -59,7 +59,7 @@ def report_markdown(summary: dict[str, Any], curves: dict[str, Any], figures: li
     m, d, b, t = summary["model"], summary["data"], summary["base"], summary["training"]
     arm, names = summary["arms"][0], summary["personas"]
     voc = b["vocabulary"]
-    who = d["evidence_persona"] or "a writer who is none of the personas"
+    who = d["evidence_persona"] or "a writer not named among the personas (data.evidence_persona is unset)"
     lines = [
         "# Does fine-tuning a real LM re-weight the personas it already had?",
         "",

@@ -261,6 +261,8 @@ def run_and_write(config: HFExperimentConfig, out, *, overwrite: bool = False, p
         f"{config.seed} in {summary['timing']['seconds']:.1f} s; wrote {len(names)} files to {out}/:",
         f"  {out}/summary.json  (every number)", f"  {out}/report.md  (findings and figures)",
         f"  E_self={'undefined' if e is None else f'{e:.3g}'}, KL(q_s||q0)={arm['kl_to_base'][-1]:.3g}, "
-        f"beta*={arm['beta_star'][-1]:.3g}, {training['seconds_per_step']:.3g} s/step",
+        f"beta*={arm['beta_star'][-1]:.3g}, "
+        + ("resumed after the last step" if training["seconds_per_step"] is None
+           else f"{training['seconds_per_step']:.3g} s/step"),
     ])
 

@@ -177,3 +177,20 @@ def test_the_shipped_example_config_is_valid():
         assert Path(config.data.evidence).is_file()
     with pytest.raises(InputError, match="--device"):
         load_experiment(Path(__file__).resolve().parents[1] / "experiment" / "tiny_experiment.toml", device="cpu")
+
+
+def test_a_rerun_resumes_from_the_fine_tuning_checkpoints(tiny_hf_folder, tmp_path, capsys):
+    replace = {'rank = 2': 'rank = 2\ncheckpoint_dir = "ckpt"\ncheckpoint_every = 3',
+               "attribution_completions = 4": "attribution_completions = 0", "prequential_blocks = 2":
+               "prequential_blocks = 0", "bootstrap = 20": "bootstrap = 5"}
+    config = write_config(tmp_path, tiny_hf_folder, **replace)
+    code, first, err = run(["run", config, "--out", tmp_path / "first", "--quiet"], capsys)
+    assert code == 0, err
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"train-000000003", "train-000000006"}
+    code, again, err = run(["run", config, "--out", tmp_path / "again", "--quiet"], capsys)
+    assert code == 0 and "resumed after the last step" in again, err
+    a, b = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("first", "again"))
+    assert b["training"]["resumed_from"] == 6 and a["training"]["resumed_from"] is None
+    assert a["arms"][0]["exhaustiveness_self"] == b["arms"][0]["exhaustiveness_self"]
+    assert a["arms"][0]["final_training_loss"] == b["arms"][0]["final_training_loss"]
+    assert "evidence_attribution.nc" not in {p.name for p in (tmp_path / "first").iterdir()}
