@@ -80,14 +80,14 @@ def load_hf_model(folder: str | os.PathLike, prompts: Sequence[PersonaPrompt] = 
     Parameters
     ----------
     folder : path
-        A folder written by ``save_pretrained`` (``config.json``, weights, tokenizer files).
+        A folder written by ``save_pretrained`` (``config.json``, weights, tokenizer files); ``~`` expands.
     prompts : sequence of PersonaPrompt
         The personas (:mod:`models.persona_prompts`); empty for a model without personas.
     device : str or torch.device
         ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (:mod:`models.devices`).
     """
     transformers = import_transformers()
-    folder = Path(folder)
+    folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise InputError(f"{folder}: no such model folder (a local Hugging Face model folder is needed)")
     if not (folder / "config.json").is_file():
