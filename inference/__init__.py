@@ -38,6 +38,8 @@ _EXPORTS = {
     "pretrain": "inference.finetuning.training",
     "finetune": "inference.finetuning.training",
     "FinetuneResult": "inference.finetuning.training",
+    "finetune_lm": "inference.finetuning.lm_training",
+    "LMFinetuneResult": "inference.finetuning.lm_training",
     "prequential_code_length": "inference.finetuning.prequential",
     "train_from_scratch": "inference.finetuning.baselines",
     "ngram_table": "inference.finetuning.baselines",
@@ -57,6 +59,7 @@ _EXPORTS = {
     "load_config": "inference.experiment.config",
     "demo_config": "inference.experiment.config",
     "run_experiment": "inference.experiment.runner",
+    "run_hf": "inference.experiment.hf_runner",
     "write_experiment": "inference.experiment.report",
     "load_sweep": "inference.experiment.sweep",
     "run_sweep": "inference.experiment.sweep_output",
@@ -76,11 +79,13 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load o
     from inference.conditioning.sbc import simulation_based_calibration  # noqa: F401
     from inference.conditioning.svi import SVIResult, run_svi  # noqa: F401
     from inference.experiment.config import ExperimentConfig, demo_config, load_config  # noqa: F401
+    from inference.experiment.hf_runner import run_hf  # noqa: F401
     from inference.experiment.report import write_experiment  # noqa: F401
     from inference.experiment.runner import run_experiment  # noqa: F401
     from inference.experiment.sweep import load_sweep  # noqa: F401
     from inference.experiment.sweep_output import run_sweep  # noqa: F401
     from inference.finetuning.baselines import ngram_table, train_from_scratch  # noqa: F401
+    from inference.finetuning.lm_training import LMFinetuneResult, finetune_lm  # noqa: F401
     from inference.finetuning.prequential import prequential_code_length  # noqa: F401
     from inference.finetuning.training import FinetuneResult, finetune, pretrain  # noqa: F401
 

@@ -1,5 +1,7 @@
 """Distributions over text: persona tables, the Pyro persona models, the in-context persona
-mixture, the small causal transformer, and evidence with its sufficient statistics.
+mixture, the small causal transformer, evidence with its sufficient statistics, and the one
+interface for a base model (the toolkit's transformer, or any local Hugging Face causal LM
+prompted by personas; ``transformers`` is an optional extra, imported only to load one).
 
 Nothing in ``models`` trains or conditions; that lives in :mod:`inference`.
 
@@ -46,11 +48,23 @@ _EXPORTS = {
     "sample_completions": "models.transformer",
     "load_checkpoint": "models.lm_checkpoint",
     "save_checkpoint": "models.lm_checkpoint",
+    "LanguageModel": "models.base_model",
+    "Vocabulary": "models.base_model",
+    "persona_components": "models.base_model",
+    "TaggedLM": "models.tagged_lm",
+    "HFCausalLM": "models.hf_lm",
+    "load_hf_model": "models.hf_lm",
+    "PersonaPrompt": "models.persona_prompts",
+    "load_persona_prompts": "models.persona_prompts",
+    "read_documents": "models.lm_text",
+    "chunk_documents": "models.lm_text",
+    "resolve_device": "models.devices",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names load on first use
+    from models.base_model import LanguageModel, Vocabulary, persona_components  # noqa: F401
     from models.counts import (  # noqa: F401
         Evidence,
         TransitionCounts,
@@ -61,10 +75,14 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load o
         save_evidence,
         total_counts,
     )
+    from models.devices import resolve_device  # noqa: F401
     from models.errors import InputError  # noqa: F401
+    from models.hf_lm import HFCausalLM, load_hf_model  # noqa: F401
     from models.lm_checkpoint import load_checkpoint, save_checkpoint  # noqa: F401
+    from models.lm_text import chunk_documents, read_documents  # noqa: F401
     from models.markov import MarkovChain  # noqa: F401
     from models.mixture import persona_model, simulate_corpus  # noqa: F401
+    from models.persona_prompts import PersonaPrompt, load_persona_prompts  # noqa: F401
     from models.personas import (  # noqa: F401
         MarkovPersonas,
         TablePrior,
@@ -75,6 +93,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load o
         save_personas,
     )
     from models.predictive import mixture_logprobs, mixture_predictive, persona_logprobs  # noqa: F401
+    from models.tagged_lm import TaggedLM  # noqa: F401
     from models.transformer import (  # noqa: F401
         PersonaLM,
         TransformerConfig,

@@ -22,3 +22,12 @@ def tiny_world():
 @pytest.fixture(autouse=True)
 def _seed_torch():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_folder(tmp_path_factory):
+    """A tiny GPT-2 and its tokenizer, built and briefly pre-trained locally (tests/tiny_hf.py); needs the hf extra."""
+    pytest.importorskip("transformers")
+    from tests.tiny_hf import write_tiny_gpt2
+
+    return write_tiny_gpt2(tmp_path_factory.mktemp("tiny_gpt2"))

@@ -114,6 +114,21 @@ def add_out(parser: argparse.ArgumentParser, default: str | None = None, what: s
                         help="replace DIR whole if it exists and is not empty (default: refuse)")
 
 
+def device_name(text: str) -> str:
+    """argparse type: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (whether CUDA exists is checked when the run starts)."""
+    import re
+
+    if text in ("cpu", "cuda", "auto") or re.fullmatch(r"cuda:\d{1,2}", text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or auto, got {text!r}")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device``: where the networks train and are evaluated (overrides the config's ``device``)."""
+    parser.add_argument("--device", type=device_name, default=None, metavar="D",
+                        help="cpu, cuda, cuda:N or auto (CUDA when torch sees a GPU); default: the config's device")
+
+
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     """``--quiet``: no progress bars."""
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -1,7 +1,7 @@
 """The experiment commands of ``psm``: ``run``, ``demo`` and ``pretrain``.
 
-    psm run CONFIG.toml --out DIR [--seed S] [--overwrite] [--quiet]
-    psm run ciphers --out DIR          (a bare name runs a shipped config: ciphers, elicitation)
+    psm run CONFIG.toml --out DIR [--seed S] [--device cpu|cuda|auto] [--overwrite] [--quiet]
+    psm run ciphers --out DIR          (a bare name runs a shipped config; see inference.experiment.kinds)
     psm demo [--out DIR] [--seed S] [--overwrite] [--quiet]
     psm pretrain [CONFIG.toml] --out DIR [--seed S] [--checkpoint-dir C --checkpoint-every N] [--resume] [--quiet]
 
@@ -16,7 +16,16 @@ from __future__ import annotations
 
 import argparse
 
-from inference.cli.args import add_out, add_quiet, add_seed, bounded_int, output_folder, path, say
+from inference.cli.args import (
+    add_device,
+    add_out,
+    add_quiet,
+    add_seed,
+    bounded_int,
+    output_folder,
+    path,
+    say,
+)
 from models.limits import MAX_STEPS
 
 DEMO_OUT = "runs/demo"
@@ -25,9 +34,10 @@ RUN_SEED_HELP = "seed of every random choice the command makes (default: the con
 
 def add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=path, metavar="CONFIG.toml",
-                        help="experiment description (TOML), or the name of a shipped one: ciphers, elicitation")
+                        help="experiment description (TOML), or the name of a shipped one: ciphers, elicitation, narrow_to_broad, incontext, hf")
     add_out(parser)
     add_seed(parser, RUN_SEED_HELP, default=None)
+    add_device(parser)
     add_quiet(parser)
 
 
@@ -64,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the experiment described by a TOML file (any kind of :mod:`inference.experiment.kinds`)."""
     from inference.experiment.kinds import load_experiment
 
-    module, config = load_experiment(args.config, args.seed)  # the whole config, before any work
+    module, config = load_experiment(args.config, args.seed, args.device)  # the whole config, before any work
     out = output_folder(args)
     say(module.run_and_write(config, out, overwrite=args.overwrite, progress=not args.quiet))
     return 0

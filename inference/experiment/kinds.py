@@ -14,12 +14,9 @@
 ``narrow_to_broad``    narrow evidence, broad shift, inoculation   :mod:`inference.experiment.narrow_to_broad`
 ``incontext``          in context vs fine-tuning vs exact Bayes,   :mod:`inference.experiment.incontext`
                        with the Bayesian scaling law
-=====================  ==========================================  ===================================
-
-Shipped configs live in ``inference/experiment/configs/``; ``psm run NAME`` with a bare ``NAME`` that is
-not a file runs ``configs/NAME.toml`` (:func:`resolve_config`), e.g. ``psm run ciphers`` and
-``psm run elicitation``.
-
+``hf``                 the comparison on a local Hugging Face      :mod:`inference.experiment.hf_runner`
+                       causal LM, personas given by prompts
+=====================  ==========================================  ============================
 A kind is a module with two functions::
 
     load(raw: dict, folder: Path) -> config
@@ -52,6 +49,7 @@ KINDS: dict[str, str] = {
     "elicitation": "inference.experiment.elicitation",
     "narrow_to_broad": "inference.experiment.narrow_to_broad",
     "incontext": "inference.experiment.incontext",
+    "hf": "inference.experiment.hf_runner",
 }
 DEFAULT_KIND = "personas"
 #: the configs shipped with the toolkit (package data)
@@ -75,13 +73,21 @@ def resolve_config(path: str | Path) -> Path:
     return path
 
 
-def load_experiment(path: str | Path, seed: int | None = None) -> tuple[ModuleType, Any]:
-    """Read, validate and (with ``seed``) re-seed the experiment at ``path`` (a file, or the bare name of a
-    shipped config, see :func:`resolve_config`): ``(kind module, config)``."""
+def load_experiment(path: str | Path, seed: int | None = None, device: str | None = None) -> tuple[ModuleType, Any]:
+    """Read, validate and (with ``seed``, ``device``) override the experiment at ``path`` (a file, or the bare
+    name of a shipped config, see :func:`resolve_config`): ``(kind module, config)``.
+
+    ``device`` applies to the kinds whose config has a ``device`` (a one-line error for the others).
+    """
     from inference.experiment.config import read_toml
 
     path = resolve_config(path)
     raw = read_toml(path)
-    module = kind_module(raw.get("kind", DEFAULT_KIND))
+    kind = raw.get("kind", DEFAULT_KIND)
+    module = kind_module(kind)
     config = module.load(raw, path.parent)
+    if device is not None:
+        if not any(f.name == "device" for f in dataclasses.fields(config)):
+            raise InputError(f"--device: experiments of kind {kind!r} run on the CPU; --device applies to kind 'hf'")
+        config = dataclasses.replace(config, device=device)
     return module, (config if seed is None else dataclasses.replace(config, seed=seed))

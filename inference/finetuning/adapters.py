@@ -9,7 +9,8 @@
 
 Adapters and deltas are ``torch.nn.utils.parametrize`` parametrizations;
 :func:`materialise` turns a trained copy back into a plain
-:class:`~models.transformer.PersonaLM` with them merged.
+:class:`~models.transformer.PersonaLM` with them merged (:func:`merged_state` gives the merged
+weights of any module). The Hugging Face side (``peft`` LoRA) is :mod:`inference.finetuning.hf_adapters`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from torch.nn.utils import parametrize
 
 from inference.finetuning.loop import check_positive_int
 from models.errors import InputError
+from models.tagged_lm import model_from_state
 from models.transformer import PersonaLM, TransformerConfig, num_parameters
+
+__all__ = ["LoRADelta", "SparseDelta", "k_param_positions", "materialise", "merged_state", "model_from_state",
+           "prepare"]
 
 
 class LoRADelta(nn.Module):
@@ -89,6 +94,12 @@ def prepare(work: PersonaLM, method: str, *, rank: int, k: int, seed: int) -> li
 
 def materialise(work: PersonaLM, config: TransformerConfig) -> PersonaLM:
     """A plain PersonaLM with the current (merged) weights of ``work``."""
+    return model_from_state(config, merged_state(work))
+
+
+def merged_state(work: nn.Module) -> dict[str, Tensor]:
+    """The state dict of ``work`` with every parametrization merged: detached clones under the
+    plain parameter names (``blocks.0.attn.c_attn.weight``, not ``...parametrizations.weight.original``)."""
     state = {}
     for mod_name, module in work.named_modules():
         if "parametrizations" in mod_name.split("."):
@@ -96,16 +107,10 @@ def materialise(work: PersonaLM, config: TransformerConfig) -> PersonaLM:
         prefix = f"{mod_name}." if mod_name else ""
         for name, p in module.named_parameters(recurse=False):
             state[prefix + name] = p.detach().clone()
+        for name, b in module.named_buffers(recurse=False):
+            if name not in module._non_persistent_buffers_set:
+                state[prefix + name] = b.detach().clone()
         if parametrize.is_parametrized(module):
             for name in module.parametrizations:
                 state[prefix + name] = getattr(module, name).detach().clone()
-    return model_from_state(config, state)
-
-
-def model_from_state(config: TransformerConfig, state: dict[str, Tensor]) -> PersonaLM:
-    """A PersonaLM that takes ``state``'s tensors as its own: built on the meta device, so
-    nothing is initialised and the global RNG (dropout) is untouched."""
-    with torch.device("meta"):
-        model = PersonaLM(config)
-    model.load_state_dict(state, assign=True)
-    return model.eval().requires_grad_(False)
+    return state

@@ -10,13 +10,26 @@ through :mod:`inference.storage.checkpoints` (safetensors + JSON, never pickled)
 there is none; on the same machine and thread count the result is
 bit-identical to an uninterrupted run.
 
+Devices. Batches are drawn on the CPU and moved to the device of the model's parameters;
+on a CUDA device that supports it the forward pass runs under bfloat16 autocast
+(:func:`models.devices.autocast_dtype`; the weights, gradients and AdamW state stay float32),
+on the CPU in float32. After :meth:`TrainingLoop.run`, ``seconds_per_step`` is the median over
+the steps of drawing the batch, the forward and backward passes and the AdamW update (snapshots
+and checkpoints not counted), and ``peak_memory_bytes`` the peak memory: on CUDA what torch
+allocated on the device during the run, on the CPU the peak resident memory of the whole
+process so far (``getrusage``; it includes everything loaded before).
+
 The argument checks shared by the trainers live here too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import resource
+import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +40,7 @@ from tqdm.auto import tqdm
 
 from inference.storage.checkpoints import open_checkpoints
 from models.counts import Evidence
+from models.devices import autocast_dtype
 from models.errors import InputError
 from models.transformer import TransformerConfig
 
@@ -83,6 +97,10 @@ class TrainingLoop:
         self.checkpoints = open_checkpoints(checkpoint_dir, checkpoint_every, resume, kind="train", run=run)
         self.resume = resume
         self.resumed_from: int | None = None
+        self.device = next(model.parameters()).device
+        self.autocast = autocast_dtype(self.device)
+        self.seconds_per_step: float | None = None
+        self.peak_memory_bytes: int | None = None
 
     def run(self, progress: bool, desc: str) -> tuple[Tensor, float]:
         """Train; returns the ``[steps]`` float64 losses and the wall time of this call."""
@@ -100,16 +118,23 @@ class TrainingLoop:
         model, optimizer = self.model, self.optimizer
         model.train()
         bar = tqdm(total=self.steps, initial=start, desc=desc, disable=not progress, mininterval=0.5)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        durations = []
         for step in range(start, self.steps):
+            step_start = time.perf_counter()
             idx, targets = self.next_batch(self.generator, step)
+            idx, targets = idx.to(self.device), targets.to(self.device)
             lr = self.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            _, loss = model(idx, targets)
+            with self._autocast():
+                _, loss = model(idx, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            value = loss.item()
+            value = loss.item()  # waits for the device: the step is done
+            durations.append(time.perf_counter() - step_start)
             if not math.isfinite(value):
                 raise InputError(f"{desc}: training diverged at step {step} (loss {value}); lower the learning rate")
             losses.append(value)
@@ -121,7 +146,15 @@ class TrainingLoop:
             if self.checkpoints is not None and self.checkpoints.due(step + 1):
                 self._save(step + 1, losses)
         bar.close()
+        if durations:
+            self.seconds_per_step = statistics.median(durations)
+        self.peak_memory_bytes = peak_memory_bytes(self.device)
         return torch.tensor(losses, dtype=torch.float64), time.perf_counter() - start_time
+
+    def _autocast(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
 
     def _save(self, step: int, losses: list[float]) -> None:
         self.checkpoints.save(step, {
@@ -129,6 +162,7 @@ class TrainingLoop:
             "optimizer": self.optimizer.state_dict(),
             "rng_data": self.generator.get_state(),
             "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "losses": torch.tensor(losses, dtype=torch.float64),
             "extra": self.extra_state(),
         })
@@ -141,7 +175,17 @@ class TrainingLoop:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["rng_data"])
         torch.set_rng_state(state["rng_torch"])
+        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.restore_extra(state["extra"])
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory so far: torch's CUDA allocations on ``device`` (since the last reset), else the process's RSS."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, kilobytes on Linux
 
 
 # ------------------------------------------------------------------ checks shared by the trainers
@@ -174,13 +218,18 @@ def check_corpus_tokens(tokens: Tensor, vocab_size: int, name: str) -> Tensor:
 
 def check_evidence(evidence: Evidence, config: TransformerConfig) -> tuple[Tensor, Tensor]:
     """The evidence's tokens and mask, checked against a model's sizes."""
+    return check_evidence_sizes(evidence, config.vocab_size, config.block_size)
+
+
+def check_evidence_sizes(evidence: Evidence, vocab_size: int, max_len: int) -> tuple[Tensor, Tensor]:
+    """The evidence's tokens and mask, checked against a vocabulary and a longest document."""
     if not isinstance(evidence, Evidence):
         raise InputError(f"evidence must be an Evidence, got {type(evidence).__name__}")
-    tokens = check_corpus_tokens(evidence.tokens, config.vocab_size, "evidence tokens")
+    tokens = check_corpus_tokens(evidence.tokens, vocab_size, "evidence tokens")
     if evidence.mask.shape != tokens.shape or evidence.mask.dtype != torch.bool:
         raise InputError(f"evidence mask must be a bool tensor of shape {tuple(tokens.shape)}")
     if not evidence.mask.any():
         raise InputError("evidence mask is all false: nothing to train on")
-    if tokens.shape[1] > config.block_size:
-        raise InputError(f"evidence documents of {tokens.shape[1]} tokens exceed block_size {config.block_size}")
+    if tokens.shape[1] > max_len:
+        raise InputError(f"evidence documents of {tokens.shape[1]} tokens exceed the model's {max_len} positions")
     return tokens, evidence.mask

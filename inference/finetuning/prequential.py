@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from inference.finetuning.loop import check_evidence, check_positive_int
+from inference.finetuning.loop import check_evidence_sizes, check_positive_int
 from inference.finetuning.training import finetune
+from models.base_model import LanguageModel
 from models.counts import Evidence
 from models.transformer import PersonaLM, next_token_logprobs
 
@@ -53,15 +54,17 @@ class PrequentialCode:
         return float(self.code_length)
 
 
-def masked_nll(model: PersonaLM, evidence: Evidence) -> float:
-    """Summed NLL (nats) of the masked-in evidence tokens under the untagged model."""
+def masked_nll(model: PersonaLM | LanguageModel, evidence: Evidence) -> float:
+    """Summed NLL (nats) of the masked-in evidence tokens under the untagged (unprompted) model."""
+    if not isinstance(model, PersonaLM):
+        return float(-model.context_loglik(evidence.tokens, None, evidence.mask).sum())
     logp = next_token_logprobs(model, evidence.tokens)  # [D, T, V]
     picked = logp.gather(-1, evidence.tokens.unsqueeze(-1)).squeeze(-1)  # [D, T]
     return float(-(picked * evidence.mask).sum())
 
 
 def prequential_code_length(
-    model: PersonaLM,
+    model: PersonaLM | LanguageModel,
     evidence: Evidence,
     *,
     method: str = "full",
@@ -73,6 +76,7 @@ def prequential_code_length(
     k: int = 100,
     weight_decay: float = 0.0,
     seed: int = 0,
+    device: str | None = None,
     progress: bool = False,
 ) -> PrequentialCode:
     """Prequential (online) code length of the evidence under fine-tuning, in nats.
@@ -82,12 +86,16 @@ def prequential_code_length(
     (``method``, ``lr``, ``steps``) on blocks ``< b``. The returned object also
     holds the final loss per token after fine-tuning on all of it, and
     ``description_length = code_length - num_tokens * final_loss``.
-    ``float(result)`` is the code length.
+    ``float(result)`` is the code length. ``model`` is a PersonaLM or any base model of the
+    interface (:mod:`models.base_model`); ``device`` is where the fine-tuning runs.
     """
     check_positive_int(block_size_docs=block_size_docs)
-    check_evidence(evidence, model.config)
+    if isinstance(model, PersonaLM):
+        check_evidence_sizes(evidence, model.config.vocab_size, model.config.block_size)
+    else:
+        check_evidence_sizes(evidence, model.vocab_size, model.max_positions)
     opts = dict(method=method, lr=lr, steps=steps, batch_size=batch_size, rank=rank, k=k,
-                weight_decay=weight_decay, seed=seed, snapshot_steps=[steps])
+                weight_decay=weight_decay, seed=seed, snapshot_steps=[steps], device=device)
     D = evidence.num_docs
     bounds = list(range(0, D, block_size_docs)) + [D]
     block_nats, block_tokens = [], []

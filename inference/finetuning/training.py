@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from inference.finetuning.adapters import materialise, model_from_state, prepare
+from inference.finetuning.lm_training import LMFinetuneResult, finetune_lm
 from inference.finetuning.loop import (
     TrainingLoop,
     check_corpus_tokens,
@@ -47,7 +48,9 @@ from inference.finetuning.loop import (
     check_positive_int,
 )
 from inference.storage.encoding import fingerprint
+from models.base_model import LanguageModel
 from models.counts import Evidence
+from models.devices import resolve_device
 from models.errors import InputError
 from models.limits import FINETUNE_METHODS as METHODS
 from models.transformer import (
@@ -120,6 +123,7 @@ def pretrain(
     min_lr_ratio: float = 0.1,
     weight_decay: float = 0.1,
     seed: int = 0,
+    device: str = "cpu",
     progress: bool = False,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
@@ -145,6 +149,8 @@ def pretrain(
         decoupled weight decay of the matrices (not of biases, norms or embeddings).
     seed : int
         Seeds the initialisation, the data order and dropout (global RNG untouched).
+    device : str
+        ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (:mod:`models.devices`); the model is returned there.
     progress : bool
         Show a tqdm bar.
     checkpoint_dir, checkpoint_every, resume
@@ -174,6 +180,7 @@ def pretrain(
     check_lr(lr)
     warmup = max(1, steps // 20) if warmup is None else warmup
     check_positive_int(warmup=warmup + 1)
+    target = resolve_device(device)
     N = tokens.shape[0]
 
     def next_batch(generator: torch.Generator, step: int) -> tuple[Tensor, Tensor]:
@@ -197,7 +204,7 @@ def pretrain(
     }
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = PersonaLM(config)
+        model = PersonaLM(config).to(target)
         decay = [p for p in model.parameters() if p.dim() >= 2 and p is not model.wte.weight and p is not model.wpe.weight]
         rest = [p for p in model.parameters() if all(p is not q for q in decay)]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
@@ -224,17 +231,21 @@ def finetune(
     k: int = 100,
     weight_decay: float = 0.0,
     seed: int = 0,
+    device: str | None = None,
     progress: bool = False,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
-) -> FinetuneResult:
+) -> FinetuneResult | LMFinetuneResult:
     """Fine-tune a copy of ``model`` on evidence (the base is not modified).
 
     Parameters
     ----------
-    model : PersonaLM
-        The base model ``q0``.
+    model : PersonaLM or LanguageModel
+        The base model ``q0``. Any other base model of the interface (:mod:`models.base_model`,
+        e.g. a Hugging Face causal LM) is fine-tuned by
+        :func:`~inference.finetuning.lm_training.finetune_lm`, which returns an
+        :class:`~inference.finetuning.lm_training.LMFinetuneResult`.
     evidence : Evidence
         Documents and loss mask; only masked-in tokens are targets, inputs are untagged.
     method : {"full", "lora", "last_layer", "k_params"}
@@ -253,11 +264,18 @@ def finetune(
         ``k_params`` it pulls the adapters towards the base).
     seed : int
         Seeds the data order, adapter initialisation, the choice of the k scalars and dropout.
+    device : str, optional
+        Where to train (:mod:`models.devices`); default the model's own device.
     progress, checkpoint_dir, checkpoint_every, resume
         As in :func:`pretrain`.
     """
+    if not isinstance(model, PersonaLM) and isinstance(model, LanguageModel):
+        return finetune_lm(model, evidence, method=method, steps=steps, lr=lr, batch_size=batch_size,
+                           snapshot_steps=snapshot_steps, rank=rank, k=k, weight_decay=weight_decay, seed=seed,
+                           device=device, progress=progress, checkpoint_dir=checkpoint_dir,
+                           checkpoint_every=checkpoint_every, resume=resume)
     if not isinstance(model, PersonaLM):
-        raise InputError(f"model must be a PersonaLM, got {type(model).__name__}")
+        raise InputError(f"model must be a PersonaLM or a base model of the interface, got {type(model).__name__}")
     if method not in METHODS:
         raise InputError(f"unknown fine-tuning method {method!r}; choose one of {', '.join(METHODS)}")
     config = model.config
@@ -283,9 +301,10 @@ def finetune(
         "weight_decay": weight_decay, "seed": seed, "snapshot_steps": snapshot_steps,
         "data": fingerprint(tokens, targets_mask), "base": fingerprint(*model.state_dict().values()),
     }
+    target = next(model.parameters()).device if device is None else resolve_device(device)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        work = copy.deepcopy(model).train()
+        work = copy.deepcopy(model).to(target).train()
         trainable = prepare(work, method, rank=rank, k=k, seed=seed)
         groups = [{"params": trainable, "weight_decay": weight_decay}]
         snapshots: dict[int, PersonaLM] = {}
