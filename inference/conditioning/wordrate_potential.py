@@ -16,9 +16,11 @@ potential is the same posterior, reorganised for NUTS:
   binomial's ``lgamma(x + shape)``, the multiplicities of each (word, count) pair: the cost
   does not grow with the number of equal-length chunks.
 * **Whitened scale.** NUTS moves ``u = (log_rate - m) / s`` with ``m`` and ``s`` the
-  empirical log rate and its Poisson standard error (a fixed affine map: the density is
-  unchanged up to a constant); ``spread`` and ``dispersion`` on the log scale, ``share``
-  on the logit scale (Pyro's own bijections, so the draws are those of the model's sites).
+  empirical log rate and its standard error (Poisson, inflated by the variance-to-mean
+  ratio), and the log dispersion likewise centred and scaled by moment estimates (fixed
+  affine maps: the density is unchanged up to a constant, NUTS's mass matrix starts close
+  to right and short warm-ups suffice); ``spread`` on the log scale, ``share`` on the
+  logit scale (Pyro's bijections: the draws are those of the model's sites).
 
 NUTS calls :meth:`WordRatePotential.__call__`, which computes the value and its gradient in
 NumPy in one pass (:meth:`WordRatePotential.value_and_grad`, closed-form derivatives) and
@@ -90,15 +92,28 @@ class WordRatePotential:
         cand = data.candidates[self.unknown]  # [Du, K]
         self.unknown_logits = torch.where(cand, -cand.sum(-1, keepdim=True).double().log(),
                                           torch.tensor(-math.inf, dtype=torch.float64)).T  # [K, Du]
-        # whitening: empirical log rates of known documents and their Poisson standard errors
+        # whitening: empirical log rates of the known documents and their standard errors, the Poisson
+        # one inflated by each author's variance-to-mean ratio of the counts (over-dispersion)
         totals = torch.zeros(K, W, dtype=torch.float64).index_add(0, self.g_author, self.g_counts)  # [K, W]
         exposure = torch.zeros(K, dtype=torch.float64).index_add(0, self.g_author, self.g_size * self.g_length)
+        docs = torch.zeros(K, dtype=torch.float64).index_add(0, self.g_author, self.g_size).clamp(min=1)  # [K]
+        mean = totals / docs[:, None]  # [K, W] mean count per document
+        square = torch.zeros(K, W, dtype=torch.float64).index_add(0, data.author[known], X[known] ** 2)
+        var = (square / docs[:, None] - mean**2).clamp(min=0)  # [K, W]
         self.centre = ((totals + 0.5) / (exposure[:, None] + 1.0)).log()  # [K, W]
-        self.scale = (totals + 1.0).rsqrt()  # [K, W]
+        self.scale = ((var / mean.clamp(min=1e-3)).clamp(1.0, 100.0) / (totals + 1.0)).sqrt()  # [K, W]
+        excess = ((var - mean) / mean.clamp(min=1e-3) ** 2).clamp(min=1e-3)  # [K, W] moment estimate of dispersion
+        self.dispersion_start = torch.where(totals > 0, excess, torch.nan).nanmedian(0).values.nan_to_num(0.1)  # [W]
+        # log dispersion: centred on the moment estimate, scaled by its rough standard error sqrt(2 / D)
+        # (1 + 1 / (dispersion * mean count)), larger for rare words
+        self.disp_centre = self.dispersion_start.clamp(1e-3, 10.0).log()  # [W]
+        rate_of = (self.dispersion_start * mean.mean(0)).clamp(min=1e-6)  # [W]
+        self.disp_scale = (math.sqrt(2 / max(1, len(known))) * (1 + 1 / rate_of)).clamp(max=1.0)  # [W]
         self.transforms = {"log_rate": T.AffineTransform(-self.centre / self.scale, 1 / self.scale),
                            "spread": T.ExpTransform().inv}
         if likelihood == "negbin":
-            self.transforms["dispersion"] = T.ExpTransform().inv
+            self.transforms["dispersion"] = T.ComposeTransform([
+                T.ExpTransform().inv, T.AffineTransform(-self.disp_centre / self.disp_scale, 1 / self.disp_scale)])
         if len(self.joint):
             self.transforms["share"] = T.SigmoidTransform().inv
         self.sites = tuple(self.transforms)
@@ -143,7 +158,7 @@ class WordRatePotential:
         log_joint = self.log_prior_rates(log_rate, spread) + _log_normal(z["spread"], math.log(p.spread_median),
                                                                          p.spread_scale)  # lognormal, Jacobian included
         if dispersion is not None:
-            log_joint = log_joint + _log_half_normal(dispersion, p.dispersion_scale) + z["dispersion"].sum()
+            log_joint = log_joint + _log_half_normal(dispersion, p.dispersion_scale) + dispersion.log().sum()
         log_joint = log_joint + self.known_loglik(log_rate, dispersion)
         rate = log_rate.exp()  # [K, W]
         data = self.data
@@ -167,7 +182,7 @@ class WordRatePotential:
         spread = self.centre.std(0).clamp(0.05, 1.0) if self.centre.shape[0] > 1 else torch.full((W,), 0.3)
         start = {"log_rate": torch.zeros_like(self.centre), "spread": spread.double().log()}
         if "dispersion" in self.transforms:
-            start["dispersion"] = torch.full((W,), math.log(0.1), dtype=torch.float64)
+            start["dispersion"] = torch.zeros(W, dtype=torch.float64)
         if "share" in self.transforms:
             start["share"] = torch.zeros(len(self.joint), dtype=torch.float64)
         return {k: v + torch.as_tensor(rng.uniform(-jitter, jitter, v.shape)) for k, v in start.items()}
@@ -206,7 +221,7 @@ class WordRatePotential:
         grad_a += -(a - log_median) / p.spread_scale**2
         kappa, grad_kappa, grad = None, None, {}
         if "dispersion" in z:
-            b = z["dispersion"]
+            b = data["disp_centre"] + data["disp_scale"] * z["dispersion"]  # log dispersion
             delta = np.maximum(np.exp(b), MIN_DISPERSION)
             value += (math.log(2) - _HALF_LOG_2PI - math.log(p.dispersion_scale)
                       - delta**2 / (2 * p.dispersion_scale**2) + b).sum()
@@ -260,7 +275,7 @@ class WordRatePotential:
                 grad_kappa += d_kappa.sum(0)
         grad["log_rate"], grad["spread"] = grad_y * data["scale"], grad_a
         if kappa is not None:
-            grad["dispersion"] = grad["dispersion"] - kappa * grad_kappa  # d kappa / d b = -kappa
+            grad["dispersion"] = (grad["dispersion"] - kappa * grad_kappa) * data["disp_scale"]  # d kappa / d b = -kappa
         return -float(value), {k: -v for k, v in grad.items()}
 
     @property
@@ -271,7 +286,8 @@ class WordRatePotential:
             cache = {"centre": self.centre.numpy(), "scale": self.scale.numpy(), "g_author": self.g_author.numpy(),
                      "g_log_length": self.g_length.log().numpy(), "g_counts": self.g_counts.numpy(),
                      "g_size": self.g_size.numpy(), "p_word": self.p_word.numpy(), "p_count": self.p_count.numpy(),
-                     "p_mult": self.p_mult.numpy(),
+                     "p_mult": self.p_mult.numpy(), "disp_centre": self.disp_centre.numpy(),
+                     "disp_scale": self.disp_scale.numpy(),
                      "g_onehot": (self.g_author[None, :] == torch.arange(self.centre.shape[0])[:, None]).double().numpy()}
             if len(self.unknown):
                 X = d.counts[self.unknown].numpy()
