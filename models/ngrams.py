@@ -13,7 +13,9 @@ The posterior is conjugate: ``row[a, c] | training ~ Dirichlet(strength * base[c
 counts[a, c])`` (:func:`posterior_concentration`). A new text is scored by its exact
 posterior predictive, the Dirichlet-multinomial (Pólya) likelihood of its counts
 (:func:`predictive_loglik`): the plug-in posterior mean with the text's own counts
-updating the rows as it goes, no point estimate.
+updating the rows as it goes, no point estimate. A *new* author's rows are drawn from
+the prior ``Dirichlet(strength * base)`` (:func:`prior_concentration`): the same
+predictive with that concentration scores a text by someone else.
 """
 
 from __future__ import annotations
@@ -57,6 +59,24 @@ def row_of(features: Tensor, vocab_size: int) -> Tensor:
     return torch.where(features < vocab_size, 0, (features - vocab_size) // vocab_size + 1)
 
 
+def author_counts(counts: TransitionCounts, author: Tensor, num_authors: int) -> Tensor:
+    """``[K, F]`` feature counts of each author's texts."""
+    author = torch.as_tensor(author, dtype=torch.long)
+    per_author = torch.zeros(num_authors, counts.num_features, dtype=torch.float64)
+    per_author.index_put_((author[counts.doc], counts.feature), counts.count, accumulate=True)
+    return per_author
+
+
+def prior_concentration(per_author: Tensor, strength: float = STRENGTH) -> Tensor:
+    """``[F]`` the prior ``strength * base`` of every author's rows: ``base`` is the pooled rows, add-half smoothed."""
+    if not strength > 0:
+        raise InputError(f"strength must be > 0, got {strength!r}")
+    pooled = per_author.sum(0) + 0.5  # [F]
+    rows = row_of(torch.arange(per_author.shape[1]), CHAR_VOCAB)  # [F]
+    row_total = torch.zeros(int(rows.max()) + 1, dtype=torch.float64).index_add(0, rows, pooled)
+    return strength * pooled / row_total[rows]
+
+
 def posterior_concentration(counts: TransitionCounts, author: Tensor, num_authors: int,
                             strength: float = STRENGTH) -> Tensor:
     """``[K, F]`` Dirichlet concentration of every author's rows given the training texts.
@@ -70,17 +90,8 @@ def posterior_concentration(counts: TransitionCounts, author: Tensor, num_author
     strength : float
         Prior pseudo-characters per row (module docstring).
     """
-    if not strength > 0:
-        raise InputError(f"strength must be > 0, got {strength!r}")
-    author = torch.as_tensor(author, dtype=torch.long)
-    F = counts.num_features
-    per_author = torch.zeros(num_authors, F, dtype=torch.float64)
-    per_author.index_put_((author[counts.doc], counts.feature), counts.count, accumulate=True)  # [K, F]
-    pooled = per_author.sum(0) + 0.5  # [F] add-half smoothing
-    rows = row_of(torch.arange(F), CHAR_VOCAB)  # [F]
-    row_total = torch.zeros(int(rows.max()) + 1, dtype=torch.float64).index_add(0, rows, pooled)
-    base = pooled / row_total[rows]  # [F] each row sums to one
-    return strength * base + per_author
+    per_author = author_counts(counts, author, num_authors)  # [K, F]
+    return prior_concentration(per_author, strength) + per_author
 
 
 def predictive_loglik(concentration: Tensor, counts: TransitionCounts) -> Tensor:

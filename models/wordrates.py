@@ -157,8 +157,8 @@ def make_data(lengths, author, counts=None, *, num_authors: int, num_words: int 
     return WordRateData(lengths, author, counts, candidates, pair, num_words)
 
 
-def count_loglik(counts: Tensor, mean: Tensor, dispersion: Tensor | None) -> Tensor:
-    """``log p(counts | mean)`` summed over the last (word) axis: Poisson, or negative binomial.
+def count_logpmf(counts: Tensor, mean: Tensor, dispersion: Tensor | None) -> Tensor:
+    """``log p(counts | mean)`` of every entry: Poisson, or negative binomial (no sum over words).
 
     Parameters
     ----------
@@ -170,11 +170,16 @@ def count_loglik(counts: Tensor, mean: Tensor, dispersion: Tensor | None) -> Ten
         ``[W]`` over-dispersion ``1 / shape`` (negative binomial), None for the Poisson.
     """
     if dispersion is None:
-        return (counts * mean.log() - mean - torch.lgamma(counts + 1)).sum(-1)
+        return counts * mean.log() - mean - torch.lgamma(counts + 1)
     shape = 1 / dispersion.clamp(min=MIN_DISPERSION)  # [W]
     log_total = torch.logaddexp(shape.log(), mean.log())  # log(shape + mean)
     return (torch.lgamma(counts + shape) - torch.lgamma(shape) - torch.lgamma(counts + 1)
-            + shape * (shape.log() - log_total) + counts * (mean.log() - log_total)).sum(-1)
+            + shape * (shape.log() - log_total) + counts * (mean.log() - log_total))
+
+
+def count_loglik(counts: Tensor, mean: Tensor, dispersion: Tensor | None) -> Tensor:
+    """:func:`count_logpmf` summed over the last (word) axis: ``log p(x_d | mean_d)`` of each document."""
+    return count_logpmf(counts, mean, dispersion).sum(-1)
 
 
 def count_distribution(mean: Tensor, dispersion: Tensor | None) -> dist.Distribution:

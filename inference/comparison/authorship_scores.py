@@ -7,7 +7,8 @@ Every method hands over ``[N, K]`` log-probabilities over the ``K`` candidate au
   probability against the observed frequency in equal-width bins, with a Wilson 90%
   interval for the frequency;
 * :func:`conformal_p_values`: the out-of-support score of ``psm attribute``. A document's
-  statistic (its log predictive density under the best author) is ranked among the same
+  statistic (the log Bayes factor of the best author against a new author,
+  :func:`inference.comparison.author_models.support_scores`) is ranked among the same
   statistic of that author's own held-out (calibration) chunks:
   ``p = (1 + #{calibration <= statistic}) / (1 + n)``. For a document exchangeable with
   those chunks ``P(p <= alpha) <= alpha`` (a conformal p-value), so known authors'
@@ -86,3 +87,29 @@ def cauchy_combination(p_values: np.ndarray) -> float:
         raise InputError("no p-value to combine")
     t = np.tan((0.5 - p) * np.pi).mean()
     return float(0.5 - np.arctan(t) / np.pi)
+
+
+def support_p_values(scores: np.ndarray, best: np.ndarray, calibration: np.ndarray,
+                     calibration_authors: np.ndarray) -> np.ndarray:
+    """``[N]`` out-of-support p-value of each chunk: its score under its best author ranked among that
+    author's calibration chunks scored under that same author (module docstring).
+
+    Parameters
+    ----------
+    scores : array
+        ``[N, K]`` the statistic of the chunks under every author (higher: more typical).
+    best : array
+        ``[N]`` the best author of each chunk (e.g. the posterior's most probable).
+    calibration : array
+        ``[n, K]`` the same scores of calibration chunks of known authors.
+    calibration_authors : array
+        ``[n]`` their authors.
+    """
+    scores, best = np.asarray(scores), np.asarray(best)
+    calibration, calibration_authors = np.asarray(calibration), np.asarray(calibration_authors)
+    out = np.empty(len(best))
+    for a in np.unique(best):  # one reference set per author (K of them)
+        own = calibration[calibration_authors == a, a]
+        rows = best == a
+        out[rows] = conformal_p_values(scores[rows, a], own)
+    return out

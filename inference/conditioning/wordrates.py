@@ -18,7 +18,10 @@ the 5-95% range of the per-draw conditional log-odds: how much the rates' uncert
 
 New documents (held-out chunks, a text to attribute) are scored by the posterior
 predictive: ``log p(x | author a) = log mean_s p(x | r_a^s)`` (:func:`predictive_loglik`), the
-model fitted on the known documents only. :func:`loo_author_logprobs` gives the
+model fitted on the known documents only. The same model also predicts a document by a
+*new* author, whose log rates are drawn from the population, ``N(mu, spread)`` per word
+(:func:`new_author_loglik`, Gauss-Hermite quadrature per word): the reference of the
+out-of-support score. :func:`loo_author_logprobs` gives the
 leave-one-out author posterior of each known document by Pareto-smoothed importance
 sampling (``inference.diagnostics.psis_log_weights``), without refitting.
 """
@@ -42,7 +45,15 @@ from inference.conditioning.wordrate_potential import WordRatePotential
 from inference.runtime import single_thread
 from models.errors import InputError
 from models.limits import MAX_CHAINS, MAX_DRAWS, check_seed
-from models.wordrates import JOINT, KNOWN, UNKNOWN, WordRateData, WordRatePrior, count_loglik
+from models.wordrates import (
+    JOINT,
+    KNOWN,
+    UNKNOWN,
+    WordRateData,
+    WordRatePrior,
+    count_loglik,
+    count_logpmf,
+)
 
 #: draws scored at once by :func:`draw_logliks` (bounds the ``[S, N, K, W]`` block)
 MAX_BLOCK = 4_000_000
@@ -181,6 +192,31 @@ def log_mean_exp(x: Tensor, dim: int = 0) -> Tensor:
 def predictive_loglik(fit: WordRateFit, counts, lengths) -> Tensor:
     """``[N, K]`` posterior predictive ``log p(x_n | author k) = log mean_s p(x_n | r_k^s)``."""
     return log_mean_exp(draw_logliks(fit, counts, lengths), 0)
+
+
+#: Gauss-Hermite nodes of the new author's log rate of each word
+HERMITE_NODES = 20
+
+
+def new_author_loglik(fit: WordRateFit, counts, lengths, nodes: int = HERMITE_NODES) -> Tensor:
+    """``[N]`` ``log p(x_n | a new author)``: rates ``log r_w ~ N(mu_w, spread_w)`` of each draw, integrated
+    word by word (the words are independent given the draw), then averaged over draws."""
+    X = torch.as_tensor(np.asarray(counts), dtype=torch.float64)  # [N, W]
+    n = torch.as_tensor(np.asarray(lengths), dtype=torch.float64)  # [N]
+    t, w = np.polynomial.hermite.hermgauss(nodes)
+    t, log_w = torch.as_tensor(t), torch.as_tensor(np.log(w) - 0.5 * math.log(math.pi))  # [Q]
+    mu, spread = fit.flat("mu"), fit.flat("spread")  # [S, W]
+    disp = fit.flat("dispersion") if fit.likelihood == "negbin" else None
+    S, W = mu.shape
+    step = max(1, MAX_BLOCK // max(1, X.shape[0] * nodes * W))
+    out = []
+    for lo in range(0, S, step):  # memory blocks of draws
+        log_rate = mu[lo : lo + step, None, :] + math.sqrt(2) * spread[lo : lo + step, None, :] * t[:, None]  # [s, Q, W]
+        mean = n[None, :, None, None] * log_rate.exp()[:, None]  # [s, N, Q, W]
+        d = None if disp is None else disp[lo : lo + step, None, None, :]
+        pmf = count_logpmf(X[None, :, None, :], mean, d)  # [s, N, Q, W]
+        out.append(torch.logsumexp(pmf + log_w[:, None], -2).sum(-1))  # [s, N]
+    return log_mean_exp(torch.cat(out), 0)
 
 
 @dataclass(frozen=True)

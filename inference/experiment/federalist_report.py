@@ -29,6 +29,7 @@ from inference.comparison.authorship_scores import calibration_bins
 from inference.conditioning.wordrates import author_posterior, pointwise_loglik
 from inference.experiment import authorship_plots as plots
 from inference.experiment.federalist import (
+    _HM,
     AUTHORS,
     DISPUTED,
     PUBLISHED,
@@ -36,7 +37,6 @@ from inference.experiment.federalist import (
     FederalistResult,
     H,
     M,
-    _HM,
 )
 from inference.storage.outputs import atomic_output_dir, write_json_atomic
 

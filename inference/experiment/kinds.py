@@ -5,6 +5,8 @@
 =====================  ==========================================  ===========================
 ``personas`` (default) fine-tuning vs conditioning in a persona    :mod:`inference.experiment.runner`
                        world (``psm demo``; DESIGN.md §3)
+``novelists``          authorship of real text: five novelists,    :mod:`inference.experiment.novelists`
+                       out-of-support test, author-tagged LM
 =====================  ==========================================  ===========================
 
 A kind is a module with two functions::
@@ -35,6 +37,7 @@ from models.errors import InputError
 #: kind -> module that runs it
 KINDS: dict[str, str] = {
     "personas": "inference.experiment.runner",
+    "novelists": "inference.experiment.novelists",
 }
 DEFAULT_KIND = "personas"
 
