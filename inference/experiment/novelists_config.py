@@ -8,6 +8,7 @@
     heldout_fraction = 0.2     # of each book's chapters
     num_words = 150            # most frequent words of the training chunks: the word-count features
     heldout_author = ""        # left out of training for the detection test; "" = the last known author
+    max_words_per_book = 0     # > 0: only the first whole chapters up to this many words of each book
     [wordrates]
     likelihoods = ["negbin", "poisson"]
     num_chains = 2
@@ -48,6 +49,7 @@ class DataSection:
     heldout_fraction: float = 0.2
     num_words: int = 150
     heldout_author: str = ""
+    max_words_per_book: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ SECTIONS = {"data": DataSection, "wordrates": WordRateSection, "ngram": NgramSec
 def smoke(config: NovelistsConfig) -> NovelistsConfig:
     """Tiny sizes: a smoke test, not a result."""
     r = dataclasses.replace
-    return r(config, data=r(config.data, num_words=30),
+    return r(config, data=r(config.data, num_words=30, max_words_per_book=20_000),
              wordrates=r(config.wordrates, likelihoods=("negbin",), num_chains=2, num_samples=10, warmup_steps=10),
              lm=r(config.lm, vocab_size=300, doc_tokens=16, n_layer=1, n_embd=32, steps=10, batch_size=16,
                   finetune_steps=4, snapshots=(0, 2, 4), contexts=8, bootstrap=10))
@@ -152,6 +154,8 @@ def validate(config: NovelistsConfig) -> NovelistsConfig:
     for key, value in positive.items():
         if not value > 0:
             raise InputError(f"{key} must be > 0, got {value!r}")
+    if d.max_words_per_book < 0:
+        raise InputError(f"data.max_words_per_book must be >= 0 (0: whole books), got {d.max_words_per_book}")
     if w.warmup_steps < 0 or n.order < 0 or n.order > 3:
         raise InputError("wordrates.warmup_steps must be >= 0 and ngram.order in [0, 3]")
     if w.num_chains > MAX_CHAINS:

@@ -21,6 +21,7 @@ For a manifest of books (the bundled five novelists by default) the experiment
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from inference.comparison.authorship_scores import (
 )
 from inference.experiment.novelists_config import NovelistsConfig, validate
 from inference.runtime import single_thread
-from models.corpora.chunks import Chunks, chunk_books, chunk_text
+from models.corpora.chunks import Chunks, chunk_books, chunk_text, trim_to_chapters
 from models.corpora.texts import Book, bundled_manifest, known_authors, read_manifest
 from models.errors import InputError
 
@@ -101,6 +102,8 @@ def novelists_data(config: NovelistsConfig) -> NovelistsData:
     if name not in authors:
         raise InputError(f"data.heldout_author {name!r} is not an author of the manifest ({', '.join(authors)})")
     known = [b for b in books if b.author is not None]
+    if d.max_words_per_book:
+        known = [dataclasses.replace(b, text=trim_to_chapters(b.text, d.max_words_per_book)) for b in known]
     chunks = chunk_books(known, chunk_words=d.chunk_words, heldout_fraction=d.heldout_fraction, seed=config.seed)
     author = np.array([authors.index(a) for a in chunks.authors], dtype=np.int64)
     calibration = np.zeros(len(author), dtype=bool)

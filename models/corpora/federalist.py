@@ -8,10 +8,12 @@ Nos. 49–58, 62, 63) and ``HAMILTON AND MADISON`` (3 joint: Nos. 18–20).
 Cleaning (:func:`clean_text`), applied before tokenising
 (:func:`models.corpora.tokens.word_tokens`):
 
-1. The salutation "To the People of the State of New York:" (the first line) is dropped.
-2. The text is cut at the signature line ``PUBLIUS``: the signature, Publius's numbered
-   footnotes and the editorial "E1." notes after it are dropped (Nos. 11 and 37 have no
-   signature and are kept whole).
+1. The salutation "To the People of the State of New York:" (the first line; No. 15 ends it
+   with a full stop) is dropped.
+2. The text is cut at the line that starts with the signature ``PUBLIUS``: the signature,
+   Publius's numbered footnotes and the editorial "E1." notes after it are dropped (in
+   No. 11 a footnote follows the signature on its line; No. 37 has no signature and is
+   kept whole).
 3. Editorial variants. A passage in parentheses followed by ``(E1)`` is one edition's
    reading; where two such passages follow one another (two versions of a paragraph in
    Nos. 36, 56 and 70, two endings of a sentence in No. 77) the **first** is kept, without
@@ -48,8 +50,8 @@ MW_FUNCTION_WORDS = (
     "so", "some", "such", "than", "that", "the", "their", "then", "there", "things", "this", "to", "up", "upon",
     "was", "were", "what", "when", "which", "who", "will", "with", "would", "your",
 )
-SALUTATION = "To the People of the State of New York:"
-_SIGNATURE = re.compile(r"^\s*PUBLIUS\.?\s*$", re.MULTILINE)
+SALUTATION = "To the People of the State of New York"
+_SIGNATURE = re.compile(r"^\s*PUBLIUS\b", re.MULTILINE)
 _MARK = "(E1)"
 
 
@@ -102,8 +104,8 @@ def _paper(line: str, where: str) -> Paper:
 
 def clean_text(text: str) -> str:
     """The text of a paper without salutation, signature, notes and second variants (module docstring)."""
-    if text.startswith(SALUTATION):
-        text = text[len(SALUTATION) :]
+    if text.startswith(SALUTATION):  # "...New York:" (No. 15: "...New York.")
+        text = text[len(SALUTATION) + 1 :]
     signature = _SIGNATURE.search(text)
     if signature:
         text = text[: signature.start()]

@@ -2,7 +2,7 @@
 
 Words (:func:`word_tokens`), the rule every word-rate model, baseline and feature uses:
 
-1. Unicode is normalised (NFKD) and reduced to ASCII, so ``Brontë`` reads ``bronte``;
+1. Unicode is normalised (NFKD) and accents are dropped, so ``Brontë`` reads ``bronte``;
    curly quotes and apostrophes become straight ones.
 2. The text is lowercased.
 3. A word is a run of letters ``a``-``z``, with apostrophes allowed *inside* it:
@@ -33,9 +33,12 @@ _SPACE = re.compile(r"\s+")
 
 
 def normalise(text: str) -> str:
-    """``text`` as lowercase ASCII (NFKD, accents dropped, curly quotes made straight)."""
+    """``text`` lowercased, accents dropped (NFKD without combining marks), curly quotes made straight.
+
+    Other non-ASCII characters stay (they are never part of a word; :func:`char_codes` maps them to ``#``).
+    """
     text = unicodedata.normalize("NFKD", text.translate(_QUOTES))
-    return text.encode("ascii", "ignore").decode("ascii").lower()
+    return "".join(c for c in text if not unicodedata.combining(c)).lower()
 
 
 def word_tokens(text: str) -> list[str]:
@@ -52,5 +55,5 @@ def word_tokens(text: str) -> list[str]:
 def char_codes(text: str) -> np.ndarray:
     """``[n]`` int64 codes of the characters of ``text`` in :data:`CHARSET` (module docstring)."""
     flat = _SPACE.sub(" ", normalise(text)).strip()
-    codes = np.frombuffer(flat.encode("ascii"), dtype=np.uint8)  # ASCII: one byte per character
-    return _CHAR_INDEX[codes.astype(np.int64)]
+    points = np.frombuffer(flat.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)  # one code point each
+    return _CHAR_INDEX[np.minimum(points, 127)] if len(flat) else points  # beyond ASCII: '#' (127 is DEL)
