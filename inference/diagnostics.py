@@ -41,7 +41,7 @@ def inference_data(
     predictive_draws: np.ndarray | None = None,
     dims: dict[str, list[str]] | None = None,
     attrs: dict[str, Any] | None = None,
-    coords: dict[str, np.ndarray] | None = None,
+    coords: dict[str, Any] | None = None,
 ) -> az.InferenceData:
     """``InferenceData`` from arrays (``[chain, draw, ...]`` for the sampled groups).
 
@@ -61,7 +61,7 @@ def inference_data(
         Attributes of the groups. ArviZ's ``created_at`` stamps are dropped, so the
         same arrays always give the same file.
     coords : dict, optional
-        Coordinate values of named dimensions (e.g. the shot counts of a curve).
+        Labels of the named dimensions (e.g. ``{"author": [...], "word": [...]}``, the shot counts of a curve).
     """
     idata = az.from_dict(posterior=posterior, log_likelihood=log_likelihood, sample_stats=sample_stats,
                          observed_data=observed_data, dims=dims, attrs=attrs, coords=coords)
@@ -145,6 +145,33 @@ def loo(idata: az.InferenceData) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return az.loo(idata, pointwise=True)
+
+
+def psis_log_weights(log_ratios: np.ndarray, reff: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Pareto-smoothed importance weights (``az.psislw``) of draws, one set per observation.
+
+    Parameters
+    ----------
+    log_ratios : array
+        ``[S, N]`` log importance ratios of ``S`` draws for each of ``N`` observations (for
+        leave-one-out: ``-log p(y_n | draw)``).
+    reff : float
+        Relative MCMC efficiency ``ESS / S``.
+
+    Returns
+    -------
+    log_weights : np.ndarray
+        ``[S, N]`` smoothed log weights, normalised over the draws of each observation.
+    pareto_k : np.ndarray
+        ``[N]`` the fitted Pareto shape; above 0.7 the weights are unreliable.
+    """
+    x = np.asarray(log_ratios, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2 or not np.isfinite(x).all():
+        raise ValueError(f"log_ratios must be a finite [draws >= 2, N] array, got shape {x.shape}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        log_weights, pareto_k = az.psislw(x.T, reff=reff)
+    return np.asarray(log_weights).T, np.asarray(pareto_k)
 
 
 # ----------------------------------------------------------------------------- files

@@ -3,7 +3,8 @@
     psm simulate  --num-personas K --vocab-size V --order N --num-docs D --doc-len T --out DIR
     psm condition --personas P.npz --evidence E.npz --out DIR [--model M] [--method X] [--beta B]
     psm run CONFIG.toml --out DIR        psm demo [--out DIR]        psm pretrain [CONFIG.toml] --out DIR
-    psm sbc --model M --method X --num-sims N --out DIR
+    psm sbc --model M --method X --num-sims N --out DIR      psm sweep [CONFIG.toml] --out DIR [--ray]
+    psm federalist --out DIR           psm attribute --text FILE [--authors MANIFEST] --out DIR
 
 Every command takes ``--seed S`` (the seed of every random choice it makes, default 0),
 ``--out DIR`` (refused when it holds an earlier run, unless ``--overwrite``) and
@@ -28,7 +29,7 @@ from __future__ import annotations
 import os
 import sys
 
-from inference.cli import conditioning, experiments, sbc, sweep
+from inference.cli import authorship, conditioning, experiments, sbc, sweep
 from inference.cli.args import Command, Parser, UsageError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -47,6 +48,10 @@ COMMANDS: list[Command] = [
     Command("sbc", "simulation-based calibration of a model and inference method", sbc.add_sbc, sbc.cmd_sbc),
     Command("sweep", "the exhaustiveness measure over a grid of seeds, methods and sizes (Ray optional)",
             sweep.add_sweep, sweep.cmd_sweep),
+    Command("federalist", "attribute the disputed Federalist papers (word-rate models and baselines)",
+            authorship.add_federalist, authorship.cmd_federalist),
+    Command("attribute", "attribute a text to known authors, or flag it as by none of them",
+            authorship.add_attribute, authorship.cmd_attribute),
 ]
 
 

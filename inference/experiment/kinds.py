@@ -16,7 +16,10 @@
                        with the Bayesian scaling law
 ``hf``                 the comparison on a local Hugging Face      :mod:`inference.experiment.hf_runner`
                        causal LM, personas given by prompts
-=====================  ==========================================  ============================
+``novelists``          authorship of real text: five novelists,    :mod:`inference.experiment.novelists`
+                       out-of-support test, author-tagged LM
+=====================  ==========================================  ===================================
+
 A kind is a module with two functions::
 
     load(raw: dict, folder: Path) -> config
@@ -50,6 +53,7 @@ KINDS: dict[str, str] = {
     "narrow_to_broad": "inference.experiment.narrow_to_broad",
     "incontext": "inference.experiment.incontext",
     "hf": "inference.experiment.hf_runner",
+    "novelists": "inference.experiment.novelists",
 }
 DEFAULT_KIND = "personas"
 #: the configs shipped with the toolkit (package data)

@@ -1,0 +1,61 @@
+"""Accuracy, confusion, calibration bins and the conformal out-of-support p-values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from inference.comparison.authorship_scores import (
+    accuracy,
+    calibration_bins,
+    cauchy_combination,
+    confusion_matrix,
+    conformal_p_values,
+    support_p_values,
+)
+from models.errors import InputError
+
+
+def test_accuracy_and_confusion():
+    lp = np.log(np.array([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3]]))
+    truth = np.array([0, 0, 1])
+    assert accuracy(lp, truth) == pytest.approx(1 / 3)
+    assert confusion_matrix(lp, truth, 2).tolist() == [[1, 1], [1, 0]]
+
+
+def test_calibration_bins_of_calibrated_forecasts():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=20_000)
+    outcome = rng.uniform(size=p.size) < p
+    bins = calibration_bins(p, outcome, num_bins=5)
+    assert bins["count"].sum() == p.size
+    assert np.all((bins["low"] <= bins["predicted"] + 0.02) & (bins["predicted"] - 0.02 <= bins["high"]))
+
+
+def test_conformal_p_values_are_uniform_for_exchangeable_scores():
+    """Flagged at level 0.05 about 5% of the time (tolerance from the binomial standard error)."""
+    rng = np.random.default_rng(1)
+    hits = []
+    for _ in range(400):
+        calibration = rng.normal(size=99)
+        hits.append(conformal_p_values(rng.normal(size=1), calibration)[0] <= 0.05)
+    rate = float(np.mean(hits))
+    assert abs(rate - 0.05) < 4 * math.sqrt(0.05 * 0.95 / 400)
+    assert conformal_p_values(np.array([-100.0]), np.zeros(9))[0] == pytest.approx(0.1)
+    with pytest.raises(InputError, match="calibration"):
+        conformal_p_values(np.zeros(1), np.zeros(0))
+
+
+def test_cauchy_combination():
+    assert cauchy_combination(np.array([0.3, 0.3, 0.3])) == pytest.approx(0.3)
+    assert cauchy_combination(np.array([1e-6, 0.9])) < 1e-5
+    assert cauchy_combination(np.array([0.5])) == pytest.approx(0.5)
+
+
+def test_support_p_values_use_the_best_authors_own_calibration_chunks():
+    scores = np.array([[5.0, -100.0], [-100.0, 0.5]])
+    calibration = np.array([[1.0, 9.0], [2.0, 9.0], [9.0, 0.0], [9.0, 1.0]])
+    p = support_p_values(scores, np.array([0, 1]), calibration, np.array([0, 0, 1, 1]))
+    assert p.tolist() == pytest.approx([1.0, 2 / 3])
