@@ -3,7 +3,7 @@
     psm simulate  --num-personas K --vocab-size V --order N --num-docs D --doc-len T --out DIR
     psm condition --personas P.npz --evidence E.npz --out DIR [--model M] [--method X] [--beta B]
     psm run CONFIG.toml --out DIR        psm demo [--out DIR]        psm pretrain [CONFIG.toml] --out DIR
-    psm sbc --model M --method X --num-sims N --out DIR      psm sweep [CONFIG.toml] --out DIR [--ray]
+    psm sbc --model M --method X --num-sims N --out DIR      psm sweep SWEEP.toml --out DIR [--executor auto|ray|local]
     psm federalist --out DIR           psm attribute --text FILE [--authors MANIFEST] --out DIR
 
 Every command takes ``--seed S`` (the seed of every random choice it makes, default 0),

@@ -67,6 +67,40 @@ def share_stats(result: dict[str, Any]) -> dict[int, tuple[float, float, float]]
     return out
 
 
+def _exhaustiveness_panel(ax: Any, summary: dict[str, Any]) -> None:
+    """``E_true`` and ``E_self`` against ``k`` with their bootstrap bands, per kind of evidence."""
+    for kind, result in summary["kinds"].items():
+        colour, label = KIND_STYLE[kind]
+        e = result["exhaustiveness"]
+        for key, style in (("true", "-o"), ("self", "--s")):
+            ks = [k for k, v in zip(e["k"], e[key], strict=True) if v is not None]
+            vals = [v for v in e[key] if v is not None]
+            lows = [ci[0] for ci, v in zip(e[f"ci_{key}"], e[key], strict=True) if v is not None]
+            highs = [ci[1] for ci, v in zip(e[f"ci_{key}"], e[key], strict=True) if v is not None]
+            ax.plot(ks, vals, style, color=colour, markersize=3, label=f"{label}: E_{key}")
+            ax.fill_between(ks, lows, highs, color=colour, alpha=0.12, label=f"{label}: E_{key} 90% bootstrap")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set(xlabel="k trained parameters (log scale; last = all)", ylabel="E = re-weighting share",
+           title="How much of the change is re-weighting (first seed)")
+    ax.legend(fontsize=6)
+
+
+def _k50_panel(ax: Any, summary: dict[str, Any]) -> None:
+    """The ``k50`` table: posterior median and interval, slope per decade, description length."""
+    ax.axis("off")
+    rows = k50_table(summary)
+    cells = [[r["kind"].replace("_", "-"), f"{r['k50']:,.0f}", f"{r['k50_low']:,.0f}-{r['k50_high']:,.0f}",
+              f"{r['slope_per_decade']:.2f}", f"{r['description_length_nats']:.0f}"] for r in rows]
+    table = ax.table(cellText=cells, colLabels=["evidence", "k50", f"{int(100 * rows[0]['level'])}% interval",
+                                                "slope", "DL (nats)"], loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(7.5)
+    table.auto_set_column_width(list(range(5)))
+    table.scale(1, 1.6)
+    ax.set_title("k50 (posterior), slope per decade,\ndescription length")
+
+
 def figure(summary: dict[str, Any], fits: dict[str, Any]) -> Figure:
     """Both curves with their fitted logistic and posterior bands, ``E`` per ``k``, the ``k50`` table."""
     total = summary["num_parameters"]
@@ -101,34 +135,8 @@ def figure(summary: dict[str, Any], fits: dict[str, Any]) -> Figure:
            title="Share of the gain recovered by k parameters")
     ax.legend(fontsize=6.5, loc="upper left")
     if has_e:
-        ax = axes[1]
-        for kind, result in summary["kinds"].items():
-            colour, label = KIND_STYLE[kind]
-            e = result["exhaustiveness"]
-            for key, style in (("true", "-o"), ("self", "--s")):
-                ks = [k for k, v in zip(e["k"], e[key], strict=True) if v is not None]
-                vals = [v for v in e[key] if v is not None]
-                lows = [ci[0] for ci, v in zip(e[f"ci_{key}"], e[key], strict=True) if v is not None]
-                highs = [ci[1] for ci, v in zip(e[f"ci_{key}"], e[key], strict=True) if v is not None]
-                ax.plot(ks, vals, style, color=colour, markersize=3, label=f"{label}: E_{key}")
-                ax.fill_between(ks, lows, highs, color=colour, alpha=0.12, label=f"{label}: E_{key} 90% bootstrap")
-        ax.set_xscale("log")
-        ax.set_ylim(-0.05, 1.05)
-        ax.set(xlabel="k trained parameters (log scale; last = all)", ylabel="E = re-weighting share",
-               title="How much of the change is re-weighting (first seed)")
-        ax.legend(fontsize=6)
-    ax = axes[-1]
-    ax.axis("off")
-    rows = k50_table(summary)
-    cells = [[r["kind"].replace("_", "-"), f"{r['k50']:,.0f}", f"{r['k50_low']:,.0f}-{r['k50_high']:,.0f}",
-              f"{r['slope_per_decade']:.2f}", f"{r['description_length_nats']:.0f}"] for r in rows]
-    table = ax.table(cellText=cells, colLabels=["evidence", "k50", f"{int(100 * rows[0]['level'])}% interval",
-                                                "slope", "DL (nats)"], loc="center", cellLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(7.5)
-    table.auto_set_column_width(list(range(5)))
-    table.scale(1, 1.6)
-    ax.set_title("k50 (posterior), slope per decade,\ndescription length")
+        _exhaustiveness_panel(axes[1], summary)
+    _k50_panel(axes[-1], summary)
     fig.suptitle(f"Elicitation by k random parameters ({summary['config']['num_seeds']} seed(s) per k; "
                  f"base of {total:,} parameters)")
     fig.tight_layout()

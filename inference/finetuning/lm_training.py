@@ -14,10 +14,12 @@ PersonaLM exactly (a test checks it).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from inference.finetuning.adapters import merged_state, prepare
 from inference.finetuning.loop import (
@@ -25,6 +27,8 @@ from inference.finetuning.loop import (
     check_evidence_sizes,
     check_lr,
     check_positive_int,
+    check_snapshot_steps,
+    evidence_batches,
 )
 from inference.storage.encoding import fingerprint
 from models.base_model import LanguageModel
@@ -100,18 +104,9 @@ def finetune_lm(
     tokens, mask = check_evidence_sizes(evidence, model.vocab_size, model.max_positions)
     check_positive_int(steps=steps, batch_size=batch_size)
     check_lr(lr)
-    snapshot_steps = sorted(set([0, steps] if snapshot_steps is None else snapshot_steps))
-    if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= steps for s in snapshot_steps):
-        raise InputError(f"snapshot_steps must be integers in [0, {steps}], got {snapshot_steps}")
+    snapshot_steps = check_snapshot_steps(snapshot_steps, steps)
     target = model.device if device is None else resolve_device(device)
-    D = tokens.shape[0]
-    idx_all, targets_all = model.training_batch(tokens, mask)  # [D, L] each
-
-    def next_batch(generator: torch.Generator, step: int) -> tuple[Tensor, Tensor]:
-        if batch_size >= D:
-            return idx_all, targets_all
-        rows = torch.randperm(D, generator=generator)[:batch_size]  # [B]
-        return idx_all[rows], targets_all[rows]
+    next_batch = evidence_batches(*model.training_batch(tokens, mask), batch_size)  # [D, L] inputs and targets
 
     def run() -> dict:  # hashed only when checkpointing is on
         return {"kind": "finetune", "model": type(model).__name__, "method": method, "steps": steps, "lr": lr,
@@ -123,15 +118,7 @@ def finetune_lm(
     with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
         torch.manual_seed(seed)
         work = model.training_module().to(target)
-        is_persona_lm = isinstance(work, PersonaLM)
-        if is_persona_lm:
-            trainable = prepare(work, method, rank=rank, k=k, seed=seed)
-            merge = merged_state
-        else:
-            from inference.finetuning.hf_adapters import merged_hf_state, prepare_hf
-
-            trainable = prepare_hf(work, method, rank=rank, k=k, seed=seed)
-            merge = merged_hf_state
+        trainable, merge = _prepare(work, method, rank=rank, k=k, seed=seed)
         states: dict[int, dict[str, Tensor]] = {}
 
         def on_step(step: int) -> None:
@@ -147,8 +134,22 @@ def finetune_lm(
                             extra_state=lambda: dict(states), restore_extra=restore)
         losses, seconds = loop.run(progress, desc=f"finetune ({method})")
     snapshots = {s: model.with_weights(states[s]) for s in sorted(states)}
-    cost = {"device": str(target), "autocast": None if loop.autocast is None else str(loop.autocast).split(".")[-1],
+    return LMFinetuneResult(snapshots, losses, sum(p.numel() for p in trainable), seconds, method,
+                            loop.resumed_from, _cost(loop, target))
+
+
+def _prepare(work: nn.Module, method: str, **options: Any) -> tuple[list[Tensor], Callable[[nn.Module], dict]]:
+    """``(trainable tensors, merged weights of work)`` for ``method``: the toolkit's adapters on a
+    :class:`PersonaLM`, peft's (:mod:`inference.finetuning.hf_adapters`) on a Hugging Face module."""
+    if isinstance(work, PersonaLM):
+        return prepare(work, method, **options), merged_state
+    from inference.finetuning.hf_adapters import merged_hf_state, prepare_hf
+
+    return prepare_hf(work, method, **options), merged_hf_state
+
+
+def _cost(loop: TrainingLoop, target: torch.device) -> dict[str, Any]:
+    """Device, autocast dtype, median seconds per step and peak memory of a finished loop."""
+    return {"device": str(target), "autocast": None if loop.autocast is None else str(loop.autocast).split(".")[-1],
             "seconds_per_step": loop.seconds_per_step, "peak_memory_bytes": loop.peak_memory_bytes,
             "memory_kind": "cuda max allocated" if target.type == "cuda" else "process peak RSS"}
-    return LMFinetuneResult(snapshots, losses, sum(p.numel() for p in trainable), seconds, method,
-                            loop.resumed_from, cost)

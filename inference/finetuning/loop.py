@@ -233,3 +233,25 @@ def check_evidence_sizes(evidence: Evidence, vocab_size: int, max_len: int) -> t
     if tokens.shape[1] > max_len:
         raise InputError(f"evidence documents of {tokens.shape[1]} tokens exceed the model's {max_len} positions")
     return tokens, evidence.mask
+
+
+def check_snapshot_steps(snapshot_steps: list[int] | None, steps: int) -> list[int]:
+    """Sorted distinct snapshot steps in ``[0, steps]`` (default ``[0, steps]``)."""
+    snapshot_steps = sorted(set([0, steps] if snapshot_steps is None else snapshot_steps))
+    if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= steps for s in snapshot_steps):
+        raise InputError(f"snapshot_steps must be integers in [0, {steps}], got {snapshot_steps}")
+    return snapshot_steps
+
+
+def evidence_batches(inputs: Tensor, targets: Tensor, batch_size: int) -> Callable[[torch.Generator, int], tuple[Tensor, Tensor]]:
+    """``next_batch`` for fine-tuning: all ``D`` evidence documents when ``batch_size >= D``, else a fresh
+    random subset of ``batch_size`` of them at every step (``inputs``, ``targets``: ``[D, L]``)."""
+    D = inputs.shape[0]
+
+    def next_batch(generator: torch.Generator, step: int) -> tuple[Tensor, Tensor]:
+        if batch_size >= D:
+            return inputs, targets
+        rows = torch.randperm(D, generator=generator)[:batch_size]  # [B]
+        return inputs[rows], targets[rows]
+
+    return next_batch

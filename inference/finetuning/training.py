@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,8 @@ from inference.finetuning.loop import (
     check_evidence,
     check_lr,
     check_positive_int,
+    check_snapshot_steps,
+    evidence_batches,
 )
 from inference.storage.encoding import fingerprint
 from models.base_model import LanguageModel
@@ -107,6 +110,55 @@ class FinetuneResult:
     resumed_from: int | None = None
 
 
+def cosine_schedule(lr: float, warmup: int, steps: int, min_lr_ratio: float) -> Callable[[int], float]:
+    """Learning rate at each step: linear warm-up to ``lr``, then cosine decay to ``min_lr_ratio * lr``."""
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        progress_frac = (step - warmup) / max(1, steps - warmup)
+        return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress_frac)))
+
+    return lr_at
+
+
+def _check_corpus(config: TransformerConfig, tokens: Tensor, persona: Tensor, p_tag: float) -> tuple[Tensor, Tensor]:
+    """Validated ``(tokens [N, T], persona [N] long)`` for :func:`pretrain` (one-line InputErrors)."""
+    if not isinstance(config, TransformerConfig):
+        raise InputError(f"config must be a TransformerConfig, got {type(config).__name__}")
+    tokens = check_corpus_tokens(tokens, config.vocab_size, "tokens")
+    persona = torch.as_tensor(persona)
+    if persona.shape != tokens.shape[:1] or persona.is_floating_point() or persona.dtype == torch.bool:
+        raise InputError(f"persona must be [N={tokens.shape[0]}] integers, got shape {tuple(persona.shape)} {persona.dtype}")
+    persona = persona.long()
+    if persona.min() < 0 or persona.max() >= config.num_personas:
+        raise InputError(f"persona must lie in [0, {config.num_personas}), found {int(persona.min())}..{int(persona.max())}")
+    if not (isinstance(p_tag, (int, float)) and 0 <= p_tag <= 1):
+        raise InputError(f"p_tag must be a probability, got {p_tag!r}")
+    need = tokens.shape[1] + (1 if p_tag > 0 else 0)
+    if need > config.block_size:
+        raise InputError(f"documents of {tokens.shape[1]} tokens need block_size >= {need}, config has {config.block_size}")
+    return tokens, persona
+
+
+class _Snapshots:
+    """The models kept at ``steps`` while ``work`` trains, and their part of a checkpoint."""
+
+    def __init__(self, work: PersonaLM, config: TransformerConfig, steps: list[int]):
+        self.work, self.config, self.steps = work, config, steps
+        self.models: dict[int, PersonaLM] = {}
+
+    def keep(self, step: int) -> None:
+        if step in self.steps:
+            self.models[step] = materialise(self.work, self.config)
+
+    def state(self) -> dict[int, dict[str, Tensor]]:
+        return {s: m.state_dict() for s, m in self.models.items()}
+
+    def restore(self, state: dict[int, dict[str, Tensor]]) -> None:
+        self.models.update({s: model_from_state(self.config, weights) for s, weights in state.items()})
+
+
 # ------------------------------------------------------------------- pretrain
 
 
@@ -162,20 +214,7 @@ def pretrain(
         The trained model (eval mode).
     history : TrainHistory
     """
-    if not isinstance(config, TransformerConfig):
-        raise InputError(f"config must be a TransformerConfig, got {type(config).__name__}")
-    tokens = check_corpus_tokens(tokens, config.vocab_size, "tokens")
-    persona = torch.as_tensor(persona)
-    if persona.shape != tokens.shape[:1] or persona.is_floating_point() or persona.dtype == torch.bool:
-        raise InputError(f"persona must be [N={tokens.shape[0]}] integers, got shape {tuple(persona.shape)} {persona.dtype}")
-    persona = persona.long()
-    if persona.min() < 0 or persona.max() >= config.num_personas:
-        raise InputError(f"persona must lie in [0, {config.num_personas}), found {int(persona.min())}..{int(persona.max())}")
-    if not (isinstance(p_tag, (int, float)) and 0 <= p_tag <= 1):
-        raise InputError(f"p_tag must be a probability, got {p_tag!r}")
-    need = tokens.shape[1] + (1 if p_tag > 0 else 0)
-    if need > config.block_size:
-        raise InputError(f"documents of {tokens.shape[1]} tokens need block_size >= {need}, config has {config.block_size}")
+    tokens, persona = _check_corpus(config, tokens, persona, p_tag)
     check_positive_int(steps=steps, batch_size=batch_size)
     check_lr(lr)
     warmup = max(1, steps // 20) if warmup is None else warmup
@@ -191,12 +230,6 @@ def pretrain(
         tags = torch.where(coin, persona[rows], -1)  # [B]
         return make_inputs(tokens[rows], tags, config)
 
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        progress_frac = (step - warmup) / max(1, steps - warmup)
-        return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress_frac)))
-
     run = {
         "kind": "pretrain", "config": config.to_dict(), "steps": steps, "batch_size": batch_size, "lr": lr,
         "warmup": warmup, "min_lr_ratio": min_lr_ratio, "weight_decay": weight_decay, "p_tag": p_tag,
@@ -208,7 +241,7 @@ def pretrain(
         decay = [p for p in model.parameters() if p.dim() >= 2 and p is not model.wte.weight and p is not model.wpe.weight]
         rest = [p for p in model.parameters() if all(p is not q for q in decay)]
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-        loop = TrainingLoop(model, groups, next_batch, lr_at, steps=steps, seed=seed, run=run,
+        loop = TrainingLoop(model, groups, next_batch, cosine_schedule(lr, warmup, steps, min_lr_ratio), steps=steps, seed=seed, run=run,
                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume)
         losses, seconds = loop.run(progress, desc="pretrain")
     model.eval()
@@ -282,18 +315,10 @@ def finetune(
     tokens, targets_mask = check_evidence(evidence, config)
     check_positive_int(steps=steps, batch_size=batch_size)
     check_lr(lr)
-    snapshot_steps = sorted(set([0, steps] if snapshot_steps is None else snapshot_steps))
-    if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= steps for s in snapshot_steps):
-        raise InputError(f"snapshot_steps must be integers in [0, {steps}], got {snapshot_steps}")
-    D = tokens.shape[0]
+    snapshot_steps = check_snapshot_steps(snapshot_steps, steps)
     targets_all = torch.where(targets_mask, tokens, IGNORE_INDEX)  # [D, T]
     idx_all, _ = make_inputs(tokens, None, config)  # [D, T]
-
-    def next_batch(generator: torch.Generator, step: int) -> tuple[Tensor, Tensor]:
-        if batch_size >= D:
-            return idx_all, targets_all
-        rows = torch.randperm(D, generator=generator)[:batch_size]  # [B]
-        return idx_all[rows], targets_all[rows]
+    next_batch = evidence_batches(idx_all, targets_all, batch_size)
 
     run = {
         "kind": "finetune", "method": method, "steps": steps, "lr": lr, "batch_size": batch_size,
@@ -307,22 +332,11 @@ def finetune(
         work = copy.deepcopy(model).to(target).train()
         trainable = prepare(work, method, rank=rank, k=k, seed=seed)
         groups = [{"params": trainable, "weight_decay": weight_decay}]
-        snapshots: dict[int, PersonaLM] = {}
-
-        def on_step(step: int) -> None:
-            if step in snapshot_steps:
-                snapshots[step] = materialise(work, config)
-
-        def snapshot_state() -> dict[int, dict[str, Tensor]]:
-            return {s: m.state_dict() for s, m in snapshots.items()}
-
-        def restore_snapshots(state: dict[int, dict[str, Tensor]]) -> None:
-            snapshots.update({s: model_from_state(config, weights) for s, weights in state.items()})
-
+        snapshots = _Snapshots(work, config, snapshot_steps)
         loop = TrainingLoop(work, groups, next_batch, lambda step: lr, steps=steps, seed=seed, run=run,
                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
-                     on_step=on_step, extra_state=snapshot_state, restore_extra=restore_snapshots)
+                     on_step=snapshots.keep, extra_state=snapshots.state, restore_extra=snapshots.restore)
         losses, seconds = loop.run(progress, desc=f"finetune ({method})")
     return FinetuneResult(
-        dict(sorted(snapshots.items())), losses, sum(p.numel() for p in trainable), seconds, method, loop.resumed_from
+        dict(sorted(snapshots.models.items())), losses, sum(p.numel() for p in trainable), seconds, method, loop.resumed_from
     )
