@@ -199,84 +199,108 @@ class WordRatePotential:
 
     def value_and_grad(self, z: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
         """The potential and its gradient with respect to every unconstrained site, in NumPy."""
+        data = self._np
+        y = data["centre"] + data["scale"] * z["log_rate"]  # [K, W] log rates
+        value, grad_y, grad = self._prior_terms(y, z)
+        kappa = None
+        grad_kappa = None
+        if "dispersion" in z:
+            kappa = 1 / np.maximum(np.exp(data["disp_centre"] + data["disp_scale"] * z["dispersion"]), MIN_DISPERSION)
+            grad_kappa = np.zeros_like(kappa)  # [W]
+        parts = [self._known_terms(y, kappa)]
+        if "u_counts" in data:
+            parts.append(self._unknown_terms(y, kappa))
+        if "share" in z:
+            v, g_y, g_kappa, grad["share"] = self._joint_terms(y, z["share"], kappa)
+            parts.append((v, g_y, g_kappa))
+        for v, g_y, g_kappa in parts:
+            value, grad_y = value + v, grad_y + g_y
+            if kappa is not None:
+                grad_kappa = grad_kappa + g_kappa
+        grad["log_rate"] = grad_y * data["scale"]
+        if kappa is not None:
+            grad["dispersion"] = (grad["dispersion"] - kappa * grad_kappa) * data["disp_scale"]  # d kappa / d b = -kappa
+        return -float(value), {k: -v for k, v in grad.items()}
+
+    def _prior_terms(self, y: np.ndarray, z: dict[str, np.ndarray]) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
+        """Log prior of the log rates (``mu`` integrated out), the log-normal spread and the half-normal
+        dispersion, with Jacobians: ``(value, d/d y [K, W], {"spread": ..., "dispersion": d/d b})``."""
         p, data = self.prior, self._np
-        K = self.centre.shape[0]
-        u, a = z["log_rate"], z["spread"]
-        y = data["centre"] + data["scale"] * u  # [K, W] log rates
+        K, a = y.shape[0], z["spread"]
         sigma = np.exp(a)  # [W]
-        grad_y = np.zeros_like(y)
-        # log p(log_rate | spread), mu integrated out
         mean = y.mean(0)
         dev = y - mean
         ss, total_var = (dev**2).sum(0), sigma**2 + K * p.mu_scale**2
         shift = mean - p.mu_loc
         value = (-K * _HALF_LOG_2PI - (K - 1) * a - 0.5 * np.log(total_var) - ss / (2 * sigma**2)
                  - K * shift**2 / (2 * total_var)).sum()
-        grad_y += -dev / sigma**2 - shift / total_var
+        grad_y = -dev / sigma**2 - shift / total_var
         d_sigma = -(K - 1) / sigma - sigma / total_var + ss / sigma**3 + K * shift**2 * sigma / total_var**2
         grad_a = sigma * d_sigma
         # log-normal spread with its Jacobian: normal log spread
         log_median = math.log(p.spread_median)
         value += (-_HALF_LOG_2PI - math.log(p.spread_scale) - (a - log_median) ** 2 / (2 * p.spread_scale**2)).sum()
-        grad_a += -(a - log_median) / p.spread_scale**2
-        kappa, grad_kappa, grad = None, None, {}
+        grad = {"spread": grad_a - (a - log_median) / p.spread_scale**2}
         if "dispersion" in z:
             b = data["disp_centre"] + data["disp_scale"] * z["dispersion"]  # log dispersion
             delta = np.maximum(np.exp(b), MIN_DISPERSION)
             value += (math.log(2) - _HALF_LOG_2PI - math.log(p.dispersion_scale)
                       - delta**2 / (2 * p.dispersion_scale**2) + b).sum()
             grad["dispersion"] = 1 - delta**2 / p.dispersion_scale**2
-            kappa, grad_kappa = 1 / delta, np.zeros_like(delta)
-        # known documents, from the sufficient statistics
+        return value, grad_y, grad
+
+    def _known_terms(self, y: np.ndarray, kappa: np.ndarray | None) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """Documents of known authors, from the sufficient statistics: ``(value, d/d y, d/d kappa)``."""
+        data = self._np
         L = data["g_log_length"][:, None] + y[data["g_author"]]  # [G, W]
         X, m = data["g_counts"], data["g_size"][:, None]
         mu = np.exp(L)
+        grad_kappa = None
         if kappa is None:
-            value += (X * L - m * mu).sum() - self.log_factorial
+            value = (X * L - m * mu).sum() - self.log_factorial
             d_L = X - m * mu
         else:
             log_total = np.logaddexp(np.log(kappa), L)
-            value += ((m * (kappa * np.log(kappa) - gammaln(kappa)) + X * L - (m * kappa + X) * log_total).sum()
-                      + (data["p_mult"] * gammaln(data["p_count"] + kappa[data["p_word"]])).sum() - self.log_factorial)
+            value = ((m * (kappa * np.log(kappa) - gammaln(kappa)) + X * L - (m * kappa + X) * log_total).sum()
+                     + (data["p_mult"] * gammaln(data["p_count"] + kappa[data["p_word"]])).sum() - self.log_factorial)
             frac = np.exp(L - log_total)  # mu / (kappa + mu)
             d_L = X - (m * kappa + X) * frac
-            grad_kappa += (m * (np.log(kappa) + 1 - psi(kappa) - log_total) - (m * kappa + X) / (kappa + mu)).sum(0)
+            grad_kappa = (m * (np.log(kappa) + 1 - psi(kappa) - log_total) - (m * kappa + X) / (kappa + mu)).sum(0)
             grad_kappa += np.bincount(data["p_word"], data["p_mult"] * psi(data["p_count"] + kappa[data["p_word"]]),
                                       minlength=len(kappa))
-        grad_y += data["g_onehot"] @ d_L  # [K, G] @ [G, W]: each group's author
-        if "u_counts" in data:  # unknown documents: the author summed out
-            X, log_n = data["u_counts"], data["u_log_length"]  # [Du, W], [Du]
-            L = log_n[None, :, None] + y[:, None, :]  # [K, Du, W]
-            ell, d_L, d_kappa = _count_terms(X[None], L, kappa)  # [K, Du], [K, Du, W], [K, Du, W] or None
-            ell = ell - data["u_log_factorial"]
-            logits = data["u_logits"] + ell  # [K, Du]
-            top = logits.max(0)  # [Du] (a candidate always has a finite logit)
-            total = top + np.log(np.exp(logits - top).sum(0))  # [Du] logsumexp over authors
-            value += total.sum()
-            post = np.exp(logits - total)  # [K, Du] author posterior given these rates
-            grad_y += (post[..., None] * d_L).sum(1)
-            if kappa is not None:
-                grad_kappa += (post[..., None] * d_kappa).sum((0, 1))
-        if "share" in z:  # joint documents
-            c = z["share"]
-            s = expit(c)  # [Dj]
-            r = np.exp(y)
-            p0, p1 = data["j_pair"][:, 0], data["j_pair"][:, 1]
-            n = data["j_length"][:, None]  # [Dj, 1]
-            mixed = n * (s[:, None] * r[p0] + (1 - s[:, None]) * r[p1])  # [Dj, W]
-            ell, d_L, d_kappa = _count_terms(data["j_counts"], np.log(mixed), kappa)
-            ell = ell - data["j_log_factorial"]
-            value += ell.sum() + (np.log(s) + np.log1p(-s)).sum()
-            d_mean = d_L / mixed  # [Dj, W] d ell / d mean
-            np.add.at(grad_y, p0, d_mean * n * s[:, None] * r[p0])
-            np.add.at(grad_y, p1, d_mean * n * (1 - s[:, None]) * r[p1])
-            grad["share"] = (d_mean * n * (r[p0] - r[p1])).sum(-1) * s * (1 - s) + 1 - 2 * s
-            if kappa is not None:
-                grad_kappa += d_kappa.sum(0)
-        grad["log_rate"], grad["spread"] = grad_y * data["scale"], grad_a
-        if kappa is not None:
-            grad["dispersion"] = (grad["dispersion"] - kappa * grad_kappa) * data["disp_scale"]  # d kappa / d b = -kappa
-        return -float(value), {k: -v for k, v in grad.items()}
+        return value, data["g_onehot"] @ d_L, grad_kappa  # [K, G] @ [G, W]: each group's author
+
+    def _unknown_terms(self, y: np.ndarray, kappa: np.ndarray | None) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """Documents of unknown author, the author summed out: ``(value, d/d y, d/d kappa)``."""
+        data = self._np
+        X, log_n = data["u_counts"], data["u_log_length"]  # [Du, W], [Du]
+        L = log_n[None, :, None] + y[:, None, :]  # [K, Du, W]
+        ell, d_L, d_kappa = _count_terms(X[None], L, kappa)  # [K, Du], [K, Du, W], [K, Du, W] or None
+        logits = data["u_logits"] + ell - data["u_log_factorial"]  # [K, Du]
+        top = logits.max(0)  # [Du] (a candidate always has a finite logit)
+        total = top + np.log(np.exp(logits - top).sum(0))  # [Du] logsumexp over authors
+        post = np.exp(logits - total)  # [K, Du] author posterior given these rates
+        grad_kappa = None if kappa is None else (post[..., None] * d_kappa).sum((0, 1))
+        return total.sum(), (post[..., None] * d_L).sum(1), grad_kappa
+
+    def _joint_terms(
+        self, y: np.ndarray, c: np.ndarray, kappa: np.ndarray | None
+    ) -> tuple[float, np.ndarray, np.ndarray | None, np.ndarray]:
+        """Joint documents, rates mixed by a logit-normal share: ``(value, d/d y, d/d kappa, d/d c)``."""
+        data = self._np
+        s = expit(c)  # [Dj]
+        r = np.exp(y)
+        p0, p1 = data["j_pair"][:, 0], data["j_pair"][:, 1]
+        n = data["j_length"][:, None]  # [Dj, 1]
+        mixed = n * (s[:, None] * r[p0] + (1 - s[:, None]) * r[p1])  # [Dj, W]
+        ell, d_L, d_kappa = _count_terms(data["j_counts"], np.log(mixed), kappa)
+        value = (ell - data["j_log_factorial"]).sum() + (np.log(s) + np.log1p(-s)).sum()
+        d_mean = d_L / mixed  # [Dj, W] d ell / d mean
+        grad_y = np.zeros_like(y)
+        np.add.at(grad_y, p0, d_mean * n * s[:, None] * r[p0])
+        np.add.at(grad_y, p1, d_mean * n * (1 - s[:, None]) * r[p1])
+        grad_share = (d_mean * n * (r[p0] - r[p1])).sum(-1) * s * (1 - s) + 1 - 2 * s
+        return value, grad_y, None if kappa is None else d_kappa.sum(0), grad_share
 
     @property
     def _np(self) -> dict[str, np.ndarray]:
