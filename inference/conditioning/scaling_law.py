@@ -44,12 +44,24 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.transforms import biject_to
 from torch import Tensor
+from torch.nn import functional as F
 
-from inference.conditioning.potentials import log_stick_breaking
 from models.errors import InputError
 
 #: the law's parameters NUTS samples, in the order of the summary
 SITES = ("rho", "K", "delta", "sigma")
+
+def log_stick_breaking(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Pyro's default simplex bijection (``StickBreakingTransform``) in log space: ``x [..., n - 1]`` ->
+    ``(log_y [..., n], log |det dy/dx| [...])``; ``log_y`` is never ``-inf``, unlike ``log(transform(x))``."""
+    n = x.shape[-1] + 1
+    offset = n - torch.arange(1, n, dtype=x.dtype)  # [n - 1]: n - 1, ..., 1
+    t = x - offset.log()
+    log_z, log_rest = F.logsigmoid(t), F.logsigmoid(-t)  # log z_k, log(1 - z_k)
+    log_y = F.pad(log_z, (0, 1)) + F.pad(log_rest.cumsum(-1), (1, 0))  # [..., n]
+    log_det = (-t + log_z + log_y[..., :-1]).sum(-1)
+    return log_y, log_det
+
 
 
 def law_nll(n: Tensor, log_rho: Tensor, K: Tensor, log_p: Tensor) -> Tensor:
