@@ -34,7 +34,7 @@ RUN_SEED_HELP = "seed of every random choice the command makes (default: the con
 
 def add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=path, metavar="CONFIG.toml",
-                        help="experiment description (TOML), or the name of a shipped one: ciphers, elicitation, narrow_to_broad, incontext, hf")
+                        help="experiment description (TOML), or the name of a shipped one: ciphers, elicitation, narrow_to_broad, incontext, novelists, hf")
     add_out(parser)
     add_seed(parser, RUN_SEED_HELP, default=None)
     add_device(parser)
