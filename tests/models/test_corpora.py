@@ -9,7 +9,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from models.corpora.chunks import chapter_spans, chunk_books, chunk_text, split_chapters, trim_to_chapters
+from models.corpora.chunks import (
+    chapter_spans,
+    chunk_books,
+    chunk_text,
+    split_chapters,
+    trim_to_chapters,
+)
 from models.corpora.features import count_words, most_frequent_words
 from models.corpora.texts import Book, bundled_manifest, known_authors, read_manifest, read_text
 from models.corpora.tokens import CHARSET, char_codes, word_tokens
@@ -39,7 +45,7 @@ def test_char_codes_map_onto_the_charset():
 
 def test_read_text_reads_utf8_and_gzip(tmp_path):
     (tmp_path / "a.txt").write_text("Hello world", encoding="utf-8")
-    (tmp_path / "b.txt.gz").write_bytes(gzip.compress("Hello again".encode()))
+    (tmp_path / "b.txt.gz").write_bytes(gzip.compress(b"Hello again"))
     assert read_text(tmp_path / "a.txt") == "Hello world"
     assert read_text(tmp_path / "b.txt.gz") == "Hello again"
 

@@ -11,8 +11,8 @@ from inference.comparison.authorship_scores import (
     accuracy,
     calibration_bins,
     cauchy_combination,
-    confusion_matrix,
     conformal_p_values,
+    confusion_matrix,
     support_p_values,
 )
 from models.errors import InputError
