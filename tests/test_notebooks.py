@@ -14,6 +14,8 @@ NOTEBOOKS = [
     "04_elicitation.ipynb",
     "05_narrow_to_broad.ipynb",
     "06_incontext_vs_finetuning.ipynb",
+    "07_federalist.ipynb",
+    "08_novelists.ipynb",
 ]
 
 

@@ -66,25 +66,34 @@ def matrix_csv(matrix: np.ndarray, authors: list[str]) -> str:
 
 
 def lm_figure(lm: dict):
-    """KL to the base, the projection weight on the evidence author, and the residual, per fine-tuning step."""
+    """Per fine-tuning step: KL to the base, the projection weights, the residual, and ``E_self`` with its interval."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11.0, 3.8))
-    axes = fig.subplots(1, 3)
+    fig = Figure(figsize=(14.0, 3.8))
+    axes = fig.subplots(1, 4)
     authors = lm["authors_in_pretraining"]
     for arm, found in lm["arms"].items():
-        steps = [r["step"] for r in found["snapshots"]]
-        axes[0].plot(steps, [max(r["kl_to_base"], 1e-6) for r in found["snapshots"]], "o-", label=arm)
-        weights = np.array([r["projection_weights"] for r in found["snapshots"]])  # [s, K]
+        rows = found["snapshots"]
+        steps = [r["step"] for r in rows]
+        axes[0].plot(steps, [max(r["kl_to_base"], 1e-6) for r in rows], "o-", label=arm)
+        weights = np.array([r["projection_weights"] for r in rows])  # [s, K]
         for k in range(weights.shape[1]):
             axes[1].plot(steps, weights[:, k], "o-" if arm == "in_support" else "s--", ms=3,
                          label=f"{arm}: {authors[k].split()[-1]}")
-        axes[2].plot(steps, [r["residual_self"] for r in found["snapshots"]], "o-", label=arm)
+        axes[2].plot(steps, [r["residual_self"] for r in rows], "o-", label=arm)
+        moved = [r for r in rows if r.get("exhaustiveness_self") is not None]
+        if moved:
+            line, = axes[3].plot([r["step"] for r in moved], [r["exhaustiveness_self"] for r in moved], "o-", label=arm)
+            axes[3].fill_between([r["step"] for r in moved], [r["exhaustiveness_ci_self"][0] for r in moved],
+                                 [r["exhaustiveness_ci_self"][1] for r in moved], color=line.get_color(), alpha=0.2,
+                                 label=f"{arm}: 90% bootstrap")
     axes[2].axhline(lm["floor_self"], color="grey", ls=":", label="floor r(0) of the base")
     axes[0].set(yscale="log", xlabel="fine-tuning step", ylabel="nats per position",
                 title="KL(q_s || q0): change from the base")
     axes[1].set(xlabel="fine-tuning step", ylabel="weight", ylim=(0, 1), title="projection onto R_self: w*(s)")
     axes[2].set(xlabel="fine-tuning step", ylabel="nats per position", title="residual r(s) off the persona mixtures")
+    axes[3].set(xlabel="fine-tuning step", ylabel="share of KL(q_s || q0)", ylim=(0, 1),
+                title="E_self: re-weighting share of the change")
     for ax in axes:
         ax.legend(fontsize=6)
     fig.tight_layout()
@@ -145,7 +154,12 @@ def run_and_write(config: NovelistsConfig, out: Path, *, overwrite: bool, progre
     names = write_novelists(result, out, overwrite)
     s = result.summary
     left = s["support_left_out"]
+    lm = ""
+    if result.lm:
+        last = {arm: found["snapshots"][-1] for arm, found in result.lm["arms"].items()}
+        lm = "; LM E_self " + ", ".join(f"{arm} {row['exhaustiveness_self']:.2f}" for arm, row in last.items()
+                                        if row["exhaustiveness_self"] is not None)
     return ("novelists: held-out accuracy " + ", ".join(f"{m} {a:.3f}" for m, a in s["accuracy"].items())
             + f"; false flags {s['support']['negbin']['false_flag_rate']:.3f} at level {config.support.level:g}, "
-            f"left-out {left['author']} detected in {left['negbin']['detection_rate']:.3f} of chunks "
+            f"left-out {left['author']} detected in {left['negbin']['detection_rate']:.3f} of chunks{lm} "
             f"(seed {config.seed}, {s['timing_seconds']['total']:.0f} s); wrote {len(names)} files to {out}")

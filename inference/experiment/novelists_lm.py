@@ -15,21 +15,24 @@
    prompted with each author tag: ``KL(q_s || q0)``, the projection ``w*(s)`` and residual
    ``r(s)`` (:func:`inference.comparison.projection.project`; floor ``r(0)``), the held-out
    NLL on the evidence author's contexts and on the others' (forgetting), and the
-   decomposition of ``KL(q_s || q0)`` into re-weighting and the rest (DESIGN.md §3.3) when
-   :mod:`inference.comparison.decomposition` is available.
+   decomposition of ``KL(q_s || q0)`` into re-weighting and the rest against ``R_self``
+   (DESIGN.md §3.3): ``E_self(s)`` with a bootstrap interval over the contexts
+   (``lm.bootstrap`` replicates, ``q*`` held at the full-data fit).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from typing import Any
 
 import numpy as np
 import torch
 
+from inference.comparison.decomposition import decomposition_interval, fit
 from inference.comparison.kl import kl_per_context, mean_kl
 from inference.comparison.projection import project
+from inference.comparison.tilt import Tilt
+from inference.experiment.world import child_seed
 from inference.finetuning.training import finetune, pretrain
 from models.corpora.bpe import encode, train_bpe, windows
 from models.counts import make_evidence
@@ -89,13 +92,19 @@ def run_lm(config, data, progress: bool = False) -> dict[str, Any]:
         "num_parameters": sum(p.numel() for p in base.parameters()), "pretrain_documents": int(len(docs["tokens"])),
         "pretrain_final_loss": float(history.losses[-20:].mean()), "contexts": int(len(contexts)),
         "floor_self": floor.residual, "floor_weights": floor.weights.tolist(),
-        "heldout_nll_base": _nll(q0, contexts), "arms": {}, "decomposition": decomposition_status(),
+        "heldout_nll_base": _nll(q0, contexts), "arms": {},
+        "decomposition": {"reachable_set": "R_self: the base prompted with each author tag",
+                          "bootstrap": m.bootstrap, "level": 0.9},
     }
     for arm, evidence in docs["evidence"].items():
         out["arms"][arm] = _arm(base, evidence, arm, docs, q0, components, contexts, floor, config, progress)
     out["pretrain_seconds"] = pretrain_seconds
     out["seconds"] = time.perf_counter() - start
     return out
+
+
+#: the decomposition fields of the step-0 snapshot, the base itself (``E`` is 0 / 0 there)
+UNMOVED = {"exhaustiveness_self": None, "exhaustiveness_ci_self": None, "reweighting_self": None, "other_self": None}
 
 
 def _arm(base: PersonaLM, evidence: np.ndarray, arm: str, docs: dict, q0, components, contexts, floor, config,
@@ -112,7 +121,9 @@ def _arm(base: PersonaLM, evidence: np.ndarray, arm: str, docs: dict, q0, compon
         proj = project(q, components, contexts, init=init, restarts=1)
         init = proj.weights
         per_context = kl_per_context(q, q0)  # [n]
-        rows.append({
+        split = UNMOVED if step == 0 else _decomposition(q, q0, components, contexts, floor, proj, num_boot=m.bootstrap,
+                                                         seed=child_seed(config.seed, "boot", arm, step))
+        rows.append(split | {
             "step": step, "kl_to_base": mean_kl(q, q0), "projection_weights": proj.weights.tolist(),
             "residual_self": proj.residual, "kl_to_base_own_contexts": float(per_context[own].mean()),
             "kl_to_base_other_contexts": float(per_context[~own].mean()),
@@ -130,8 +141,10 @@ def _nll(q: torch.Tensor, contexts: torch.Tensor) -> float:
     return float(-q.gather(-1, contexts[..., None]).mean())
 
 
-def decomposition_status() -> dict[str, Any]:
-    """Whether the exact decomposition of DESIGN.md §3.3 (``inference.comparison.decomposition``) is available."""
-    found = importlib.util.find_spec("inference.comparison.decomposition") is not None
-    return {"available": found, "status": "available" if found else
-            "pending: inference.comparison.decomposition (the lab's E(s)) is not on main yet"}
+def _decomposition(q, q0, components, contexts, floor, proj, *, seed: int, num_boot: int) -> dict[str, Any]:
+    """``E_self`` of one snapshot (re-weighting share of ``KL(q_s || q0)``) and its bootstrap interval."""
+    tilt = Tilt(q, q0, components, contexts, floor.weights)  # q*: the base tilted towards a persona mixture
+    dec = fit(tilt, init=proj.weights, restarts=1)
+    low, high = decomposition_interval(tilt, dec, num_boot=num_boot, seed=seed)
+    return {"exhaustiveness_self": dec.exhaustiveness, "exhaustiveness_ci_self": [low, high],
+            "reweighting_self": dec.reweighting, "other_self": dec.other}

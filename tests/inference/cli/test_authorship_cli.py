@@ -199,6 +199,13 @@ def test_run_novelists_writes_accuracy_support_and_the_lm_test(tmp_path, capsys)
         rates = left_out[method]
         assert 0 <= rates["false_flag_rate"] <= 1 and 0 <= rates["detection_rate"] <= 1 and rates["left_out_chunks"] > 0
     assert {"arms", "decomposition"} <= set(summary["lm"])
+    for found in summary["lm"]["arms"].values():  # E_self at every moved snapshot, inside its interval's range
+        first, *moved = found["snapshots"]
+        assert first["step"] == 0 and first["exhaustiveness_self"] is None
+        for row in moved:
+            low, high = row["exhaustiveness_ci_self"]
+            assert 0 <= row["exhaustiveness_self"] <= 1 and low <= high
+            assert row["reweighting_self"] + row["other_self"] == pytest.approx(row["kl_to_base"], rel=1e-6, abs=1e-9)
 
 
 def test_the_shipped_novelists_config_is_the_default():
