@@ -7,7 +7,8 @@ most 80 characters long and either is a bare Roman or Arabic number (``XIV``, ``
 nothing or by a number (Roman, Arabic, ``one`` .. ``ten``, ``first`` .. ``tenth``,
 ``last``) or ``the``: ``CHAPTER XII. THE BRAVO``, ``Part First``, ``Phase the First``,
 but not a wrapped line like ``part of the harness``. A chapter runs from one heading to the
-next; the text before the first heading (title page, contents) is a chapter of its own.
+next; the text before the first heading (title page, author's name, contents, preface) is
+dropped, so that no document carries its author's name.
 A text with fewer than two chapters of at least ``min_words`` words (no headings found,
 e.g. a user's letter) is cut instead into consecutive sections of ``fallback_words``
 words, at line breaks, which then play the part of chapters.
@@ -83,12 +84,17 @@ class Chunks:
                       self.heldout[index], self.books)
 
 
+def _is_heading(line: str) -> bool:
+    stripped = line.strip()
+    return bool(stripped) and len(stripped) <= MAX_HEADING_CHARS and HEADING.match(stripped) is not None
+
+
 def chapter_spans(text: str) -> list[tuple[int, int]]:
     """``[(start, end)]`` character spans of the chapters of ``text`` by headings (module docstring)."""
     starts, offset = [0], 0
     for line in text.splitlines(keepends=True):
         stripped = line.strip()
-        if stripped and len(stripped) <= MAX_HEADING_CHARS and HEADING.match(stripped) and offset > 0:
+        if _is_heading(stripped) and offset > 0:
             starts.append(offset)
         offset += len(line)
     starts = sorted(set(starts))
@@ -98,6 +104,8 @@ def chapter_spans(text: str) -> list[tuple[int, int]]:
 def split_chapters(text: str, min_words: int = CHUNK_WORDS, fallback_words: int = FALLBACK_WORDS) -> list[str]:
     """The chapters of ``text``: by headings, else sections of ``fallback_words`` words (module docstring)."""
     chapters = [text[a:b] for a, b in chapter_spans(text)]
+    if len(chapters) > 1 and not _is_heading(next((line for line in chapters[0].splitlines() if line.strip()), "")):
+        chapters = chapters[1:]  # the front matter before the first heading
     if sum(len(word_tokens(c)) >= min_words for c in chapters) >= 2:
         return chapters
     sections, current, count = [], [], 0

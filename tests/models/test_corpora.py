@@ -131,6 +131,20 @@ def test_split_chapters_falls_back_to_sections():
     assert len(sections) == 3 and "".join(sections) == text
 
 
+def test_split_chapters_drops_the_front_matter_but_not_a_first_chapter():
+    front = "JANE EYRE\n\nby Charlotte Bronte\n\nPREFACE\n\n" + "preface " * 600 + "\n\n"
+    chapters = split_chapters(front + chapter_text(3, 600), min_words=500)
+    assert len(chapters) == 3 and not any("bronte" in c.lower() for c in chapters)
+    assert split_chapters(chapter_text(3, 600), min_words=500)[0].startswith("CHAPTER 1")  # no front matter
+
+
+def test_no_bundled_book_opens_with_its_title_page():
+    for book in (b for b in read_manifest(bundled_manifest()) if b.author is not None):
+        surname = book.author.split()[-1].lower()
+        opening = word_tokens(split_chapters(book.text)[0])[:200]
+        assert surname not in opening and surname.replace("\u00eb", "e") not in opening, book.name
+
+
 def test_chunk_books_split_by_whole_chapters():
     books = [Book("a", "A", chapter_text(10, 1200, "alpha")), Book("b", "B", chapter_text(8, 1000, "beta"))]
     chunks = chunk_books(books, chunk_words=500, heldout_fraction=0.25, seed=3)
