@@ -16,11 +16,16 @@ is a chunk of its own). With the negative-binomial word-rate model:
   log-likelihoods summed (chunks independent given the author's rates);
 * per chunk: its own posterior, best author and p-value;
 * ``out_of_support_p``: each chunk's log Bayes factor of the text's best author against a
-  new author (:func:`inference.comparison.author_models.support_scores`) is ranked among the
-  same statistic of that author's held-out chunks (cut to the chunk's length when it is
-  shorter): a conformal p-value, about uniform for text of that author; the chunks'
-  p-values are joined by the Cauchy combination. ``flagged`` is ``p <= level`` (default
-  0.05): the text is unlike every candidate, so its author is probably none of them.
+  new author (:func:`inference.comparison.author_models.support_scores`), under the
+  word-rate model and under the character n-gram model, is ranked among the same statistic
+  of that author's held-out chunks (cut to the chunk's length when it is shorter): per
+  chunk, two conformal p-values joined by the Cauchy combination (``chunks``); for the
+  whole text, its full-length chunks' statistics are ranked against the held-out chunks'
+  together (:func:`inference.comparison.authorship_scores.text_p_value`: a rank-sum test
+  per model, the two joined), so that a long text gains power with its length. The word
+  rates alone flag few chunks of an author outside the set (README "Findings"), the
+  n-grams more. ``flagged`` is ``p <= level`` (default 0.05): the text is unlike every
+  candidate, so its author is probably none of them.
 """
 
 from __future__ import annotations
@@ -37,7 +42,11 @@ from inference.comparison.author_models import (
     score_chunks,
     support_scores,
 )
-from inference.comparison.authorship_scores import cauchy_combination, conformal_p_values
+from inference.comparison.authorship_scores import (
+    cauchy_combination,
+    support_p_values,
+    text_p_value,
+)
 from inference.runtime import single_thread
 from models.corpora.chunks import chunk_books, chunk_text
 from models.corpora.texts import bundled_manifest, known_authors, read_manifest
@@ -45,6 +54,8 @@ from models.errors import InputError
 
 #: the default flagging level of the out-of-support p-value
 LEVEL = 0.05
+#: the statistics of the out-of-support score, their p-values combined (word rates miss what n-grams see)
+SUPPORT_METHODS = ("negbin", "ngram")
 
 
 def attribute_chunks(models: AuthorModels, chunks: list[list[str]], calibration: list[list[str]],
@@ -54,24 +65,26 @@ def attribute_chunks(models: AuthorModels, chunks: list[list[str]], calibration:
         raise InputError("the text has no words to attribute")
     calibration_authors = np.asarray(calibration_authors)
     scores = score_chunks(models, chunks, ("negbin",))["negbin"]  # [n, K]
-    statistic = support_scores(models, chunks, ("negbin",))["negbin"]  # [n, K]
+    statistic = support_scores(models, chunks, SUPPORT_METHODS)  # method -> [n, K]
     total = author_log_probs(scores.sum(0, keepdims=True))[0]  # [K]
     per_chunk = author_log_probs(scores)  # [n, K]
-    best = int(total.argmax())
+    best, own_best = int(total.argmax()), per_chunk.argmax(-1)  # the text's best author, each chunk's own
     lengths = np.array([len(c) for c in chunks])
-    chunk_p, own_p = np.empty(len(chunks)), np.empty(len(chunks))
+    own_p = np.empty((len(chunks), len(SUPPORT_METHODS)))  # [n, M] mid-rank, against each chunk's best author
+    main = int(np.bincount(lengths).argmax())  # the full chunk length: the whole-text test uses those chunks
     for n in np.unique(lengths):  # calibration chunks cut to each chunk length (at most two lengths)
-        cut = [c[:n] for c in calibration]
-        ref = support_scores(models, cut, ("negbin",))["negbin"]  # [m, K]
+        ref = support_scores(models, [c[:n] for c in calibration], SUPPORT_METHODS)  # method -> [m, K]
         rows = lengths == n
-        chunk_p[rows] = conformal_p_values(statistic[rows, best], ref[calibration_authors == best, best])
-        for i in np.flatnonzero(rows):
-            b = int(per_chunk[i].argmax())
-            own_p[i] = conformal_p_values(statistic[i : i + 1, b], ref[calibration_authors == b, b])[0]
-    p = cauchy_combination(chunk_p)
+        for j, method in enumerate(SUPPORT_METHODS):
+            own_p[rows, j] = support_p_values(statistic[method][rows], own_best[rows], ref[method],
+                                              calibration_authors, mid=True)
+        if n == main:
+            p = text_p_value({m: statistic[m][rows] for m in SUPPORT_METHODS}, best, ref, calibration_authors)
+    chunk_p = cauchy_combination(own_p, axis=1)  # [n] the methods combined
     rows = [{"chunk": i, "words": int(lengths[i]), "posterior": np.exp(per_chunk[i]).tolist(),
-             "best": models.authors[int(per_chunk[i].argmax())], "out_of_support_p": float(own_p[i]),
-             "flagged": bool(own_p[i] <= level)} for i in range(len(chunks))]
+             "best": models.authors[int(own_best[i])], "out_of_support_p": float(chunk_p[i]),
+             "out_of_support_p_by_method": dict(zip(SUPPORT_METHODS, own_p[i].tolist(), strict=True)),
+             "flagged": bool(chunk_p[i] <= level)} for i in range(len(chunks))]
     return {"authors": list(models.authors), "posterior": np.exp(total).tolist(), "best": models.authors[best],
             "out_of_support_p": float(p), "flagged": bool(p <= level), "chunks": rows}
 

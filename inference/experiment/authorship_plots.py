@@ -19,6 +19,7 @@ LABELS = {
     "delta": "Burrows' Delta",
     "cosine_delta": "cosine Delta",
     "ngram": "character 3-gram (Dirichlet)",
+    "combined": "word rates and 3-grams combined (psm attribute)",
     "mw1964_negbin_quoted": "Mosteller & Wallace 1964, neg. binomial (as quoted)",
 }
 

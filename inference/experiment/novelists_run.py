@@ -11,10 +11,11 @@ For a manifest of books (the bundled five novelists by default) the experiment
 3. calibration: the Deltas' temperatures are fitted on the calibration half, the
    reliability of every method's top-label probability is measured on the test half;
 4. out of support: the p-value of each test chunk (:func:`support_p_values`, negative
-   binomial word rates and n-grams, against the calibration half) gives the **false-flag
-   rate** at ``support.level``; then the models are refitted without one author
+   binomial word rates and n-grams, against the calibration half; and ``combined``, the two
+   joined by the Cauchy combination, which ``psm attribute`` flags with) gives the
+   **false-flag rate** at ``support.level``; then the models are refitted without one author
    (``heldout_author``) and every chunk of that author is scored: the **detection rate**
-   (per chunk, and per chapter with the chunks' p-values combined);
+   (per chunk, per chapter and per book, with the chunks' p-values combined);
 5. books of unknown author in the manifest are attributed;
 6. the persona-selection test on real text (:mod:`inference.experiment.novelists_lm`).
 """
@@ -44,6 +45,7 @@ from inference.comparison.authorship_scores import (
     cauchy_combination,
     confusion_matrix,
     support_p_values,
+    text_p_value,
 )
 from inference.experiment.novelists_config import NovelistsConfig, validate
 from inference.runtime import single_thread
@@ -51,6 +53,8 @@ from models.corpora.chunks import Chunks, chunk_books, chunk_text, trim_to_chapt
 from models.corpora.texts import Book, bundled_manifest, known_authors, read_manifest
 from models.errors import InputError
 
+#: the name of the two statistics' p-values combined (what ``psm attribute`` flags with)
+COMBINED = "combined"
 #: methods whose scores give the out-of-support statistic
 SUPPORT_METHODS = ("negbin", "ngram")
 
@@ -170,11 +174,15 @@ def run_novelists(config: NovelistsConfig, progress: bool = False) -> NovelistsR
         result.calibration[method] = calibration_bins(top, lp[in_test].argmax(-1) == truth[in_test], num_bins=5)
     in_cal = data.calibration[held]
     support = support_scores(models, data.words(held), SUPPORT_METHODS)
-    for method in SUPPORT_METHODS:
-        best = result.log_probs["negbin"].argmax(-1)
-        p = support_p_values(support[method][in_test], best[in_test], support[method][in_cal], truth[in_cal])
-        result.p_values[f"{method}: known authors, test chunks"] = p
-        summary["support"][method] = {"false_flag_rate": float((p <= level).mean()), "test_chunks": int(len(p))}
+    best = result.log_probs["negbin"].argmax(-1)
+    p = {method: support_p_values(support[method][in_test], best[in_test], support[method][in_cal], truth[in_cal])
+         for method in SUPPORT_METHODS}
+    mid = [support_p_values(support[m][in_test], best[in_test], support[m][in_cal], truth[in_cal], mid=True)
+           for m in SUPPORT_METHODS]
+    p[COMBINED] = cauchy_combination(np.stack(mid, axis=1), axis=1)  # [n] what psm attribute uses
+    for method, values in p.items():
+        result.p_values[f"{method}: known authors, test chunks"] = values
+        summary["support"][method] = {"false_flag_rate": float((values <= level).mean()), "test_chunks": len(values)}
     timing["score"] = time.perf_counter() - start - timing["fit"]
     summary["support_left_out"] = _left_out(config, data, result, progress)
     timing["left_out"] = time.perf_counter() - start - timing["fit"] - timing["score"]
@@ -202,26 +210,52 @@ def _left_out(config: NovelistsConfig, data: NovelistsData, result: NovelistsRes
     out: dict[str, Any] = {"author": data.authors[h], "level": level}
     scores = {name: support_scores(models, data.words(mask), SUPPORT_METHODS)
               for name, mask in (("cal", cal), ("test", test), ("out", outsider))}
-    lp = {name: author_log_probs(score_chunks(models, data.words(mask), ("negbin",))["negbin"])
-          for name, mask in (("test", test), ("out", outsider))}
+    loglik = {name: score_chunks(models, data.words(mask), ("negbin",))["negbin"]  # [n, K]
+              for name, mask in (("test", test), ("out", outsider))}
+    lp = {name: author_log_probs(x) for name, x in loglik.items()}
     best_test, best_out = lp["test"].argmax(-1), lp["out"].argmax(-1)
     cal_authors = remap[data.author[cal]]
-    chapters = data.chunks.book[outsider] * 10_000 + data.chunks.chapter[outsider]
-    for method in SUPPORT_METHODS:
-        p_test = support_p_values(scores["test"][method], best_test, scores["cal"][method], cal_authors)
-        p_out = support_p_values(scores["out"][method], best_out, scores["cal"][method], cal_authors)
-        result.p_values[f"{method}: left-out author {data.authors[h]}"] = p_out
-        per_chapter = np.array([cauchy_combination(p_out[chapters == c]) for c in np.unique(chapters)])
+    p_test, p_out = {}, {}  # per chunk
+    for m in SUPPORT_METHODS:
+        p_test[m] = support_p_values(scores["test"][m], best_test, scores["cal"][m], cal_authors)
+        p_out[m] = support_p_values(scores["out"][m], best_out, scores["cal"][m], cal_authors)
+    for p, name, best in ((p_test, "test", best_test), (p_out, "out", best_out)):
+        mid = [support_p_values(scores[name][m], best, scores["cal"][m], cal_authors, mid=True) for m in SUPPORT_METHODS]
+        p[COMBINED] = cauchy_combination(np.stack(mid, axis=1), axis=1)
+    chapter = data.chunks.book * 10_000 + data.chunks.chapter
+    groups = {"test_chapters": ("test", chapter[test]), "chapters": ("out", chapter[outsider]),
+              "books": ("out", data.chunks.book[outsider])}  # whole texts: known authors' and the outsider's
+    for method in p_out:
+        result.p_values[f"{method}: left-out author {data.authors[h]}"] = p_out[method]
+        statistics = SUPPORT_METHODS if method == COMBINED else (method,)
+        text_p = {key: _text_p_values(scores[side], statistics, loglik[side], group, scores["cal"], cal_authors)
+                  for key, (side, group) in groups.items()}
         out[method] = {
-            "false_flag_rate": float((p_test <= level).mean()), "test_chunks": int(len(p_test)),
-            "detection_rate": float((p_out <= level).mean()), "left_out_chunks": int(len(p_out)),
-            "chapter_detection_rate": float((per_chapter <= level).mean()), "left_out_chapters": int(len(per_chapter)),
+            "false_flag_rate": float((p_test[method] <= level).mean()), "test_chunks": len(p_test[method]),
+            "detection_rate": float((p_out[method] <= level).mean()), "left_out_chunks": len(p_out[method]),
+            "chapter_false_flag_rate": float((text_p["test_chapters"] <= level).mean()),
+            "test_chapters": len(text_p["test_chapters"]),
+            "chapter_detection_rate": float((text_p["chapters"] <= level).mean()),
+            "left_out_chapters": len(text_p["chapters"]),
+            "book_detection_rate": float((text_p["books"] <= level).mean()), "left_out_books": len(text_p["books"]),
         }
     lp_out = lp["out"]
-    p_out = result.p_values[f"negbin: left-out author {data.authors[h]}"]
+    p_out = p_out[COMBINED]
     out["nearest_author"] = dict(zip(names, np.bincount(best_out, minlength=len(names)).tolist(), strict=True))
     out["confident_without_flag"] = float(((np.exp(lp_out.max(-1)) > 0.99) & (p_out > level)).mean())
     return out
+
+
+def _text_p_values(scores: dict, statistics: tuple[str, ...], loglik: np.ndarray, group: np.ndarray,
+                   calibration: dict, calibration_authors: np.ndarray) -> np.ndarray:
+    """The whole-text p-value (:func:`text_p_value`) of each ``group`` of chunks (a chapter, a book), against
+    the group's most probable author (its chunks' log-likelihoods ``[n, K]`` summed)."""
+    out = []
+    for g in np.unique(group):
+        rows = group == g
+        best = int(loglik[rows].sum(0).argmax())
+        out.append(text_p_value({m: scores[m][rows] for m in statistics}, best, calibration, calibration_authors))
+    return np.array(out)
 
 
 def _attribute_book(models: AuthorModels, book: Book, config: NovelistsConfig, data: NovelistsData) -> dict:
