@@ -20,9 +20,10 @@ is a chunk of its own). With the negative-binomial word-rate model:
   word-rate model and under the character n-gram model, is ranked among the same statistic
   of that author's held-out chunks (cut to the chunk's length when it is shorter): per
   chunk, two conformal p-values joined by the Cauchy combination (``chunks``); for the
-  whole text, its full-length chunks' statistics are ranked against the held-out chunks'
-  together (:func:`inference.comparison.authorship_scores.text_p_value`: a rank-sum test
-  per model, the two joined), so that a long text gains power with its length. The word
+  whole text, the mean of its full-length chunks' statistics is compared with the held-out
+  chunks' (:func:`inference.comparison.authorship_scores.text_p_value`: a t-test whose
+  variance allows for the correlation of chunks within a chapter, per model, the two
+  joined), so that a long text gains power with its length. The word
   rates alone flag few chunks of an author outside the set (README "Findings"), the
   n-grams more. ``flagged`` is ``p <= level`` (default 0.05): the text is unlike every
   candidate, so its author is probably none of them.
@@ -59,8 +60,10 @@ SUPPORT_METHODS = ("negbin", "ngram")
 
 
 def attribute_chunks(models: AuthorModels, chunks: list[list[str]], calibration: list[list[str]],
-                     calibration_authors: np.ndarray, level: float = LEVEL) -> dict[str, Any]:
-    """Posterior, best author and out-of-support p-value of a text's ``chunks`` (module docstring)."""
+                     calibration_authors: np.ndarray, level: float = LEVEL,
+                     calibration_groups: np.ndarray | None = None) -> dict[str, Any]:
+    """Posterior, best author and out-of-support p-value of a text's ``chunks`` (module docstring);
+    ``calibration_groups`` ``[m]``: the chapter of each calibration chunk (for the whole-text test)."""
     if not chunks:
         raise InputError("the text has no words to attribute")
     calibration_authors = np.asarray(calibration_authors)
@@ -79,7 +82,8 @@ def attribute_chunks(models: AuthorModels, chunks: list[list[str]], calibration:
             own_p[rows, j] = support_p_values(statistic[method][rows], own_best[rows], ref[method],
                                               calibration_authors, mid=True)
         if n == main:
-            p = text_p_value({m: statistic[m][rows] for m in SUPPORT_METHODS}, best, ref, calibration_authors)
+            p = text_p_value({m: statistic[m][rows] for m in SUPPORT_METHODS}, best, ref, calibration_authors,
+                             calibration_groups)
     chunk_p = cauchy_combination(own_p, axis=1)  # [n] the methods combined
     rows = [{"chunk": i, "words": int(lengths[i]), "posterior": np.exp(per_chunk[i]).tolist(),
              "best": models.authors[int(own_best[i])], "out_of_support_p": float(chunk_p[i]),
@@ -135,8 +139,9 @@ def attribute_text(
     for a, name in enumerate(names):
         if not (split.heldout & (author == a)).any():
             raise InputError(f"author {name!r} has no held-out chapter to calibrate on (too little text)")
-    found = attribute_chunks(models, chunks, [words[i] for i in np.flatnonzero(split.heldout)],
-                             author[split.heldout], level)
+    held = np.flatnonzero(split.heldout)
+    found = attribute_chunks(models, chunks, [words[i] for i in held], author[held], level,
+                             split.book[held] * 10_000 + split.chapter[held])
     fit = models.fits["negbin"]
     found["settings"] = {
         "manifest": str(manifest or bundled_manifest()), "chunk_words": chunk_words, "level": level,

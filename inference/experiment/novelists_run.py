@@ -228,8 +228,8 @@ def _left_out(config: NovelistsConfig, data: NovelistsData, result: NovelistsRes
     for method in p_out:
         result.p_values[f"{method}: left-out author {data.authors[h]}"] = p_out[method]
         statistics = SUPPORT_METHODS if method == COMBINED else (method,)
-        text_p = {key: _text_p_values(scores[side], statistics, loglik[side], group, scores["cal"], cal_authors)
-                  for key, (side, group) in groups.items()}
+        text_p = {key: _text_p_values(scores[side], statistics, loglik[side], group, scores["cal"], cal_authors,
+                                      chapter[cal]) for key, (side, group) in groups.items()}
         out[method] = {
             "false_flag_rate": float((p_test[method] <= level).mean()), "test_chunks": len(p_test[method]),
             "detection_rate": float((p_out[method] <= level).mean()), "left_out_chunks": len(p_out[method]),
@@ -247,14 +247,15 @@ def _left_out(config: NovelistsConfig, data: NovelistsData, result: NovelistsRes
 
 
 def _text_p_values(scores: dict, statistics: tuple[str, ...], loglik: np.ndarray, group: np.ndarray,
-                   calibration: dict, calibration_authors: np.ndarray) -> np.ndarray:
+                   calibration: dict, calibration_authors: np.ndarray, calibration_chapters: np.ndarray) -> np.ndarray:
     """The whole-text p-value (:func:`text_p_value`) of each ``group`` of chunks (a chapter, a book), against
     the group's most probable author (its chunks' log-likelihoods ``[n, K]`` summed)."""
     out = []
     for g in np.unique(group):
         rows = group == g
         best = int(loglik[rows].sum(0).argmax())
-        out.append(text_p_value({m: scores[m][rows] for m in statistics}, best, calibration, calibration_authors))
+        out.append(text_p_value({m: scores[m][rows] for m in statistics}, best, calibration, calibration_authors,
+                                calibration_chapters))
     return np.array(out)
 
 
@@ -262,8 +263,10 @@ def _attribute_book(models: AuthorModels, book: Book, config: NovelistsConfig, d
     """Posterior and out-of-support p-value of a whole book of unknown author (chunks combined)."""
     from inference.experiment.attribute import attribute_chunks
 
-    found = attribute_chunks(models, chunk_text(book.text, config.data.chunk_words),
-                             data.words(data.chunks.heldout), data.author[data.chunks.heldout], config.support.level)
+    held = data.chunks.heldout
+    found = attribute_chunks(models, chunk_text(book.text, config.data.chunk_words), data.words(held),
+                             data.author[held], config.support.level,
+                             data.chunks.book[held] * 10_000 + data.chunks.chapter[held])
     return {"file": book.name, **{k: found[k] for k in ("authors", "posterior", "best", "out_of_support_p", "flagged")}}
 
 

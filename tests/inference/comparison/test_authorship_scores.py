@@ -87,3 +87,26 @@ def test_text_p_value_is_calibrated_for_exchangeable_text_and_grows_in_power_wit
     assert shifted[0] > 1e-3 and shifted[1] < 1e-6 < floor
     with pytest.raises(InputError, match="no calibration chunk"):
         text_p_value({"a": np.zeros((2, 3))}, 2, {"a": np.zeros((4, 3))}, np.zeros(4, dtype=int))
+
+
+def test_text_p_value_allows_for_chunks_that_vary_together_within_a_chapter():
+    """Calibration chunks in chapters with a shared offset (intra-chapter correlation 0.8): a long text from one
+    more such chapter is flagged at about the level (4 binomial SE over 400 texts), as it would not be if the
+    chunks were treated as independent."""
+    from inference.comparison.authorship_scores import intra_group_correlation, text_p_value
+
+    rng = np.random.default_rng(1)
+    chapters, per, rho, reps, level = 40, 5, 0.8, 400, 0.05
+    groups = np.repeat(np.arange(chapters), per)
+
+    def chapter_values(n_groups, n_each):  # [n_groups * n_each]
+        return np.repeat(rng.normal(size=n_groups) * np.sqrt(rho), n_each) + rng.normal(size=n_groups * n_each) * np.sqrt(1 - rho)
+
+    calibration = {"a": chapter_values(chapters, per)[:, None]}  # [m, 1]
+    authors = np.zeros(chapters * per, dtype=int)
+    assert abs(intra_group_correlation(calibration["a"][:, 0], groups) - rho) < 0.15
+    texts = [{"a": chapter_values(1, 30)[:, None]} for _ in range(reps)]
+    flags = np.mean([text_p_value(t, 0, calibration, authors, groups) <= level for t in texts])
+    naive = np.mean([text_p_value(t, 0, calibration, authors) <= level for t in texts])
+    se = np.sqrt(level * (1 - level) / reps)
+    assert abs(flags - level) < 4 * se and naive > level + 4 * se
