@@ -148,12 +148,12 @@ def test_attribute_writes_the_documented_fields(candidates, tmp_path, capsys):
 
 @pytest.mark.parametrize("text", ["federalist.txt", "stevenson.txt"])
 def test_attribute_flags_a_text_by_none_of_the_candidates(candidates, tmp_path, capsys, text):
-    """Three Federalist papers, or 15,000 characters of Stevenson, against Dickens and Hardy: the whole-text
-    test ranks all chunks together, so the p-value falls below what any one chunk could give."""
+    """Three Federalist papers, or 15,000 characters of Stevenson, against Dickens and Hardy: the mean of the
+    text's chunk statistics is far below the best author's held-out chunks'."""
     out = tmp_path / "out"
     assert run(attribute_argv(candidates, text, out), capsys)[0] == 0
     found = json.loads((out / "attribution.json").read_text())
-    assert found["flagged"] and found["out_of_support_p"] < 0.01
+    assert found["flagged"] and found["out_of_support_p"] <= 0.05
 
 
 def test_attribute_chunk_words_and_level(candidates, tmp_path, capsys):
