@@ -92,8 +92,10 @@ def lm_figure(lm: dict):
                 title="KL(q_s || q0): change from the base")
     axes[1].set(xlabel="fine-tuning step", ylabel="weight", ylim=(0, 1), title="projection onto R_self: w*(s)")
     axes[2].set(xlabel="fine-tuning step", ylabel="nats per position", title="residual r(s) off the persona mixtures")
-    axes[3].set(xlabel="fine-tuning step", ylabel="share of KL(q_s || q0)", ylim=(0, 1),
-                title="E_self: re-weighting share of the change")
+    shares = [r["exhaustiveness_ci_self"][1] for f in lm["arms"].values() for r in f["snapshots"]
+              if r.get("exhaustiveness_ci_self")]
+    axes[3].set(xlabel="fine-tuning step", ylabel="share of KL(q_s || q0)", ylim=(0, min(1.0, max([0.1, *shares]) * 1.2)),
+                title="E_self: re-weighting share")
     for ax in axes:
         ax.legend(fontsize=6)
     fig.tight_layout()
