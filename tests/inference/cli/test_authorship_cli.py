@@ -170,9 +170,13 @@ def test_attribute_chunk_words_and_level(candidates, tmp_path, capsys):
     ("stevenson.txt", ["--level", "1.5"], "--level"),
     ("stevenson.txt", ["--chunk-words", "5"], "--chunk-words"),
     ("stevenson.txt", ["--authors", "one_author.jsonl"], "at least two"),
+    ("binary.txt", [], "binary"),
+    ("stevenson.txt", ["--authors", "missing_file.jsonl"], "does not exist"),
 ])
 def test_attribute_refuses_bad_input(candidates, tmp_path, capsys, text, extra, message):
     (candidates / "empty.txt").write_text("   \n")
+    (candidates / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    (candidates / "missing_file.jsonl").write_text(json.dumps({"file": "gone.txt", "author": "A"}) + "\n")
     with open(candidates / "one_author.jsonl", "w") as f:
         f.write(json.dumps({"file": "Dickens_Oliver_1839.txt.gz", "author": "Charles Dickens"}) + "\n")
     extra = [str(candidates / e) if e.endswith(".jsonl") else e for e in extra]
@@ -223,6 +227,8 @@ def test_the_shipped_novelists_config_is_the_default():
     (lambda t: t.replace("max_words_per_book = 20000", "max_words_per_book = 20000\nheldout_fraction = 1.5"),
      "data.heldout_fraction"),
     (lambda t: t.replace('likelihoods = ["negbin"]', 'likelihoods = ["gauss"]'), "wordrates.likelihoods"),
+    (lambda t: t.replace("max_words_per_book = 20000", 'max_words_per_book = 20000\nheldout_author = "Jane Austen"'),
+     "data.heldout_author"),
     (lambda t: t.replace("max_words_per_book = 20000", 'max_words_per_book = 20000\nmanifest = "none.jsonl"'),
      "none.jsonl"),
 ])
