@@ -105,6 +105,10 @@ def novelists_data(config: NovelistsConfig) -> NovelistsData:
     name = d.heldout_author or authors[-1]
     if name not in authors:
         raise InputError(f"data.heldout_author {name!r} is not an author of the manifest ({', '.join(authors)})")
+    tuned = config.lm.finetune_author
+    if config.lm.enabled and tuned and (tuned not in authors or tuned == name):
+        raise InputError(f"lm.finetune_author {tuned!r} must be a known author other than the left-out {name!r}: "
+                         f"one of {', '.join(a for a in authors if a != name)}")
     known = [b for b in books if b.author is not None]
     if d.max_words_per_book:
         known = [dataclasses.replace(b, text=trim_to_chapters(b.text, d.max_words_per_book)) for b in known]

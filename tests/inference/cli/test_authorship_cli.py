@@ -229,6 +229,7 @@ def test_the_shipped_novelists_config_is_the_default():
     (lambda t: t.replace('likelihoods = ["negbin"]', 'likelihoods = ["gauss"]'), "wordrates.likelihoods"),
     (lambda t: t.replace("max_words_per_book = 20000", 'max_words_per_book = 20000\nheldout_author = "Jane Austen"'),
      "data.heldout_author"),
+    (lambda t: t.replace("[lm]", '[lm]\nfinetune_author = "Jane Austen"'), "lm.finetune_author"),
     (lambda t: t.replace("max_words_per_book = 20000", 'max_words_per_book = 20000\nmanifest = "none.jsonl"'),
      "none.jsonl"),
 ])
