@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from inference.experiment.plots import OTHER, REWEIGHTING
+from inference.experiment.plots import OTHER, REWEIGHTING, decomposition_bars
 
 
 def _nan(values) -> np.ndarray:
@@ -70,13 +70,7 @@ def exhaustiveness(arm: dict[str, Any]) -> Figure:
     ax.set(xlabel="fine-tuning step s", ylabel=r"$E$ = re-weighting / KL($q_s$ || $q_0$)", ylim=(-0.02, 1.02))
     ax.set_title(f"arm {arm['arm']}: share of the change that is re-weighting", fontsize=10)
     ax.legend(fontsize=7)
-    width = 0.8 * (np.min(np.diff(steps)) if len(steps) > 1 else 1.0)
-    d = arm["decomposition_self"]
-    bx.bar(steps, d["reweighting"], width, color=REWEIGHTING, label=r"re-weighting KL($q^*$ || $q_0$)")
-    bx.bar(steps, d["other"], width, bottom=d["reweighting"], color=OTHER, label=r"the rest KL($q_s$ || $q^*$)")
-    bx.set(xlabel="fine-tuning step s", ylabel=r"KL($q_s$ || $q_0$), nats per position")
-    bx.set_title(r"decomposition against $R_{self}$", fontsize=10)
-    bx.legend(fontsize=7)
+    decomposition_bars(bx, steps, arm["decomposition_self"], "self")
     fig.tight_layout()
     return fig
 

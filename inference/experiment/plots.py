@@ -73,16 +73,21 @@ def exhaustiveness(arm: dict[str, Any]) -> Figure:
     ax.set(xlabel="fine-tuning step s", ylabel=r"$E$ = re-weighting / KL($q_s$ || $q_0$)", ylim=(-0.02, 1.02))
     ax.set_title(f"arm {arm['arm']}: share of the change that is re-weighting", fontsize=10)
     ax.legend(fontsize=7)
-    width = 0.8 * (np.min(np.diff(steps)) if len(steps) > 1 else 1.0)
     for axis, key in ((bx, "true"), (cx, "self")):
-        d = arm[f"decomposition_{key}"]
-        axis.bar(steps, d["reweighting"], width, color=REWEIGHTING, label=r"re-weighting KL($q^*$ || $q_0$)")
-        axis.bar(steps, d["other"], width, bottom=d["reweighting"], color=OTHER, label=r"the rest KL($q_s$ || $q^*$)")
-        axis.set(xlabel="fine-tuning step s", ylabel=r"KL($q_s$ || $q_0$), nats per position")
-        axis.set_title(rf"decomposition against $R_{{{key}}}$", fontsize=10)
-        axis.legend(fontsize=7)
+        decomposition_bars(axis, steps, arm[f"decomposition_{key}"], key)
     fig.tight_layout()
     return fig
+
+
+def decomposition_bars(axis, steps: list[int], decomposition: dict[str, list], key: str) -> None:
+    """Stacked bars per snapshot: re-weighting ``KL(q* || q0)`` under the rest ``KL(q_s || q*)`` (against ``R_key``)."""
+    width = 0.8 * (np.min(np.diff(steps)) if len(steps) > 1 else 1.0)
+    axis.bar(steps, decomposition["reweighting"], width, color=REWEIGHTING, label=r"re-weighting KL($q^*$ || $q_0$)")
+    axis.bar(steps, decomposition["other"], width, bottom=decomposition["reweighting"], color=OTHER,
+             label=r"the rest KL($q_s$ || $q^*$)")
+    axis.set(xlabel="fine-tuning step s", ylabel=r"KL($q_s$ || $q_0$), nats per position")
+    axis.set_title(rf"decomposition against $R_{{{key}}}$", fontsize=10)
+    axis.legend(fontsize=7)
 
 
 def mechanisms(arm: dict[str, Any]) -> Figure:
