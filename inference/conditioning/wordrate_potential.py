@@ -27,9 +27,7 @@ NumPy in one pass (:meth:`WordRatePotential.value_and_grad`, closed-form derivat
 hands them to torch as one autograd node: about ten times faster than autograd through
 the small tensor operations of :meth:`WordRatePotential.reference` (the same density
 written with torch, which a test differentiates and compares with the NumPy gradient).
-A test checks the potential against Pyro's own density of the model (a conditioned trace)
-with ``mu`` integrated by Gauss-Hermite quadrature and the unknown authors summed over every
-assignment: between two points they change by the same amount to 1e-5 nats.
+A test checks it against Pyro's own density (a conditioned trace, ``mu`` by Gauss-Hermite).
 """
 
 from __future__ import annotations
