@@ -41,6 +41,8 @@ from models.errors import InputError
 
 #: methods whose scores are log-likelihoods of the chunk under each author
 LIKELIHOOD_METHODS = ("negbin", "poisson", "ngram")
+#: the methods whose out-of-support statistic :func:`support_scores` gives (their p-values are combined)
+SUPPORT_METHODS = ("negbin", "ngram")
 #: every attribution method, in report order
 ALL_METHODS = ("negbin", "poisson", "ngram", "logistic", "delta", "cosine_delta")
 
@@ -144,7 +146,7 @@ def score_chunks(models: AuthorModels, chunks: list[list[str]], methods: tuple[s
     return out
 
 
-def support_scores(models: AuthorModels, chunks: list[list[str]], methods: tuple[str, ...] = ("negbin", "ngram")
+def support_scores(models: AuthorModels, chunks: list[list[str]], methods: tuple[str, ...] = SUPPORT_METHODS
                    ) -> dict[str, np.ndarray]:
     """``method -> [N, K]`` the out-of-support statistic: ``log p(x | author k) - log p(x | a new author)``.
 

@@ -13,11 +13,11 @@ Every method hands over ``[N, K]`` log-probabilities over the ``K`` candidate au
   ``p = (1 + #{calibration <= statistic}) / (1 + n)``. For a document exchangeable with
   those chunks ``P(p <= alpha) <= alpha`` (a conformal p-value), so known authors'
   held-out text is flagged at about the nominal rate, while text unlike every known
-  author's gets small ``p``. :func:`cauchy_combination` joins the p-values of a long
-  text's chunks into one (Liu & Xie 2020; valid under dependence between chunks). It is
-  fed *mid-rank* p-values, ``(0.5 + #{calibration <= statistic}) / (1 + n)`` (``mid=True``):
+  author's gets small ``p``. :func:`cauchy_combination` joins several p-values into one
+  (Liu & Xie 2020; valid under dependence), e.g. the word-rate and n-gram p-values of one
+  chunk. It is fed *mid-rank* p-values, ``(0.5 + #{calibration <= statistic}) / (1 + n)`` (``mid=True``):
   a conformal p-value can be exactly 1, whose Cauchy term is minus infinity, so one very
-  typical chunk would make any text look typical; the mid-rank values are symmetric about
+  typical value would dominate the combination; the mid-rank values are symmetric about
   0.5 and never reach 0 or 1.
 * :func:`text_p_value`: one p-value for a whole text of several chunks. A combination of
   the chunks' conformal p-values cannot fall below ``1 / (1 + n)`` however long the text,

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from inference.comparison.author_models import (
+    SUPPORT_METHODS,
     AuthorModels,
     author_log_probs,
     fit_author_models,
@@ -55,8 +56,6 @@ from models.errors import InputError
 
 #: the default flagging level of the out-of-support p-value
 LEVEL = 0.05
-#: the statistics of the out-of-support score, their p-values combined (word rates miss what n-grams see)
-SUPPORT_METHODS = ("negbin", "ngram")
 
 
 def attribute_chunks(models: AuthorModels, chunks: list[list[str]], calibration: list[list[str]],

@@ -15,7 +15,8 @@ For a manifest of books (the bundled five novelists by default) the experiment
    joined by the Cauchy combination, which ``psm attribute`` flags with) gives the
    **false-flag rate** at ``support.level``; then the models are refitted without one author
    (``heldout_author``) and every chunk of that author is scored: the **detection rate**
-   (per chunk, per chapter and per book, with the chunks' p-values combined);
+   per chunk, and per chapter and per book by the whole-text test (:func:`text_p_value`),
+   whose false-flag rate is measured on the known authors' whole test chapters;
 5. books of unknown author in the manifest are attributed;
 6. the persona-selection test on real text (:mod:`inference.experiment.novelists_lm`).
 """
@@ -32,6 +33,7 @@ import numpy as np
 
 from inference.comparison.author_models import (
     ALL_METHODS,
+    SUPPORT_METHODS,
     AuthorModels,
     author_log_probs,
     fit_author_models,
@@ -55,8 +57,6 @@ from models.errors import InputError
 
 #: the name of the two statistics' p-values combined (what ``psm attribute`` flags with)
 COMBINED = "combined"
-#: methods whose scores give the out-of-support statistic
-SUPPORT_METHODS = ("negbin", "ngram")
 
 
 @dataclass(frozen=True)
